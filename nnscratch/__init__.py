@@ -1,0 +1,86 @@
+"""nnscratch: a neural network from scratch, on any Array API backend.
+
+Every forward and backward pass is written by hand against the Python Array API
+standard, so one implementation trains on NumPy (CPU), CuPy (CUDA GPU), PyTorch
+tensors and array-api-strict. Choose the backend with ``NNSCRATCH_BACKEND`` or
+``nn.use_backend``.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .activations import (
+    ELU,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Step,
+    Tanh,
+    get_activation,
+)
+from .backend import BACKENDS, Backend, get_backend, synchronize, to_numpy, use_backend
+from .callbacks import Callback, EarlyStopping, History, ProgressBar
+from .data import MeanNormalizer, MinMaxScaler, StandardScaler, train_validation_split
+from .errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    NNScratchError,
+    NotDifferentiableError,
+    ShapeError,
+)
+from .gradcheck import GradcheckResult, gradcheck
+from .layers import Dense, Dropout, Layer, Parameter
+from .losses import (
+    BinaryCrossEntropy,
+    CategoricalCrossEntropy,
+    Loss,
+    MeanSquaredError,
+    SoftmaxCrossEntropy,
+)
+from .metrics import accuracy, confusion_matrix
+from .model import Sequential
+from .optim import (
+    SGD,
+    Adam,
+    AdamW,
+    CosineDecay,
+    ExponentialDecay,
+    Optimizer,
+    RMSprop,
+    Schedule,
+    StepDecay,
+)
+from .random import seed
+
+__version__ = "0.1.0"
+
+
+def load(path: str, optimizer: Optimizer | None = None) -> Sequential:
+    """Load a model saved with ``model.save(path)`` onto the active backend (and, if
+    given, restore the optimizer state saved with it). See ``nnscratch.io``."""
+    from .io import load as _load
+
+    return _load(path, optimizer=optimizer)
+
+
+__all__ = [
+    "BACKENDS", "Backend", "get_backend", "use_backend", "synchronize", "to_numpy", "seed",
+    "Layer", "Parameter", "Dense", "Dropout",
+    "Identity", "Step", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Softplus", "Softmax",
+    "get_activation",
+    "Loss", "MeanSquaredError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
+    "SoftmaxCrossEntropy",
+    "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
+    "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay",
+    "Sequential", "Callback", "History", "EarlyStopping", "ProgressBar",
+    "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
+    "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "errors",
+    "NNScratchError", "BackendError", "ShapeError", "ConfigError", "DataError",
+    "DivergenceError", "CheckpointError", "NotDifferentiableError", "__version__",
+]

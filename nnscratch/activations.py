@@ -1,0 +1,212 @@
+"""Activation functions, each a parameter-free layer with its derivative.
+
+For an elementwise activation ``y = f(z)`` the backward pass is ``∂L/∂z = g ⊙ f'(z)``
+with ``g = ∂L/∂y``. Each class writes ``f`` and ``f'`` side by side, in forms that do
+not overflow for large ``|z|``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import namespace
+from .errors import ConfigError, NotDifferentiableError
+from .layers import Layer
+
+
+class Activation(Layer):
+    """Base of the elementwise activations: caches its input or output for backward."""
+
+    def __init__(self) -> None:
+        self._cache: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+
+class Identity(Activation):
+    """The linear activation: ``f(z) = z``, ``f'(z) = 1``."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        return x
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        return grad_output
+
+
+class Step(Activation):
+    """Heaviside step, the perceptron's activation: ``f(z) = 1 if z ≥ 0 else 0``.
+
+    Its derivative is 0 almost everywhere, so gradient descent cannot learn through
+    it: ``backward`` raises ``NotDifferentiableError``.
+    """
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        xp = namespace(x)
+        return xp.astype(x >= 0, x.dtype)
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        raise NotDifferentiableError(
+            "Step has zero gradient almost everywhere, so a network cannot be trained "
+            "through it by backpropagation; use Sigmoid (its smooth version) for training"
+        )
+
+
+class Sigmoid(Activation):
+    """Logistic function ``σ(z) = 1 / (1 + e^{−z})``, ``σ'(z) = σ(z)(1 − σ(z))``.
+
+    With ``e = e^{−|z|}`` (never overflows): ``σ(z) = 1/(1 + e)`` for z ≥ 0 and
+    ``e/(1 + e)`` for z < 0, both exact to the last bit even far in the tails.
+    """
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        y = sigmoid(x)
+        self._cache = y
+        return y
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        y = self._cache
+        return grad_output * (y * (1.0 - y))
+
+
+def sigmoid(x: Any) -> Any:
+    """The logistic function, computed without overflow (see ``Sigmoid``)."""
+    xp = namespace(x)
+    e = xp.exp(-xp.abs(x))
+    reciprocal = 1.0 / (1.0 + e)
+    return xp.where(x >= 0.0, reciprocal, e * reciprocal)
+
+
+class Tanh(Activation):
+    """``tanh(z)``, ``tanh'(z) = 1 − tanh²(z)``."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        xp = namespace(x)
+        self._cache = xp.tanh(x)
+        return self._cache
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        y = self._cache
+        return grad_output * (1.0 - y * y)
+
+
+class ReLU(Activation):
+    """Rectified linear unit: ``f(z) = max(z, 0)``, ``f'(z) = 1 if z > 0 else 0``."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        xp = namespace(x)
+        y = xp.maximum(x, 0.0)
+        self._cache = y
+        return y
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        xp = namespace(grad_output)
+        # y > 0 exactly where z > 0; where() keeps g there and writes 0 elsewhere.
+        return xp.where(self._cache > 0.0, grad_output, 0.0)
+
+
+class LeakyReLU(Activation):
+    """``f(z) = z if z > 0 else α·z``, ``f'(z) = 1 if z > 0 else α``."""
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        super().__init__()
+        if alpha < 0:
+            raise ConfigError(f"LeakyReLU alpha must be >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        xp = namespace(x)
+        self._cache = x > 0.0
+        return xp.where(self._cache, x, self.alpha * x)
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        xp = namespace(grad_output)
+        return xp.where(self._cache, grad_output, self.alpha * grad_output)
+
+    def config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+
+class ELU(Activation):
+    """Exponential linear unit: ``f(z) = z if z > 0 else α(eᶻ − 1)``;
+    ``f'(z) = 1 if z > 0 else f(z) + α``. ``expm1`` of ``min(z, 0)`` never overflows."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        if alpha <= 0:
+            raise ConfigError(f"ELU alpha must be > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        xp = namespace(x)
+        y = xp.where(x > 0.0, x, self.alpha * xp.expm1(xp.minimum(x, 0.0)))
+        self._cache = y
+        return y
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        xp = namespace(grad_output)
+        y = self._cache
+        return xp.where(y > 0.0, grad_output, grad_output * (y + self.alpha))
+
+
+class Softplus(Activation):
+    """``f(z) = ln(1 + eᶻ)``, a smooth ReLU; ``f'(z) = σ(z)``.
+
+    Computed as ``max(z, 0) + ln(1 + e^{−|z|})``, which never overflows.
+    """
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        xp = namespace(x)
+        self._cache = x
+        return xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        return grad_output * sigmoid(self._cache)
+
+
+class Softmax(Activation):
+    """Softmax over the last axis: ``sᵢ = e^{zᵢ − m} / Σⱼ e^{zⱼ − m}`` with ``m = maxⱼ zⱼ``
+    (subtracting the row maximum changes nothing but prevents overflow).
+
+    Jacobian ``∂sᵢ/∂zⱼ = sᵢ(δᵢⱼ − sⱼ)``, so ``∂L/∂z = s ⊙ (g − Σⱼ gⱼ sⱼ)`` row by row.
+    For classification prefer ``SoftmaxCrossEntropy`` on the logits, which fuses the
+    two and is both faster and more accurate.
+    """
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        xp = namespace(x)
+        e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+        e /= xp.sum(e, axis=-1, keepdims=True)
+        self._cache = e
+        return e
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        xp = namespace(grad_output)
+        s = self._cache
+        return s * (grad_output - xp.sum(grad_output * s, axis=-1, keepdims=True))
+
+
+ACTIVATIONS: dict[str, type[Activation]] = {
+    "identity": Identity,
+    "linear": Identity,
+    "step": Step,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "elu": ELU,
+    "softplus": Softplus,
+    "softmax": Softmax,
+}
+
+
+def get_activation(spec: str | Activation) -> Activation:
+    """An activation layer from its name (``"relu"``) or as given."""
+    if isinstance(spec, Activation):
+        return spec
+    key = str(spec).lower()
+    if key not in ACTIVATIONS:
+        raise ConfigError(
+            f"unknown activation {spec!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
+        )
+    return ACTIVATIONS[key]()

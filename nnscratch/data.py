@@ -1,0 +1,183 @@
+"""Getting data into shape: input checks, train/validation splits, feature scaling.
+
+``prepare_features`` and ``prepare_targets`` are what ``fit``, ``evaluate`` and
+``predict`` run on what a user passes in: they move host arrays to the device once,
+convert dtypes, and turn every bad input into an error that names the problem and
+the fix, before any arithmetic runs on it.
+
+The scalers follow the course notes' feature scaling, fitted on training data only
+(statistics of the test set must never leak into training):
+
+* min-max:          x' = (x − min) / (max − min)               into [0, 1]
+* standardization:  x' = (x − μ) / σ                           mean 0, std 1 (z-score)
+* mean normalization: x' = (x − μ) / (max − min)               mean 0, in [−1, 1]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import random
+from .backend import check_array, get_backend, namespace
+from .errors import ConfigError, DataError, ShapeError
+
+
+def prepare_features(X: Any, in_features: int | None, dtype: str, what: str = "X") -> Any:
+    """``X`` as a 2-D floating array of the active backend, checked.
+
+    Integer arrays (e.g. uint8 pixels) are converted to ``dtype``; NaN or infinite
+    values, a wrong number of dimensions or columns, and empty data raise.
+    """
+    X = check_array(X, what)
+    xp = namespace(X)
+    if X.ndim != 2:
+        hint = (" (a single sample? use X[None, :] or X.reshape(1, -1))" if X.ndim == 1
+                else " (images? flatten them to (n, height*width))" if X.ndim > 2 else "")
+        raise ShapeError(f"{what} must be 2-D, (samples, features); got shape "
+                         f"{tuple(X.shape)}{hint}")
+    if X.shape[0] == 0:
+        raise DataError(f"{what} is empty: shape {tuple(X.shape)}; there is nothing to learn from")
+    if in_features is not None and X.shape[1] != in_features:
+        raise ShapeError(
+            f"{what} has {X.shape[1]} features per sample (shape {tuple(X.shape)}), but the "
+            f"first layer expects {in_features}; reshape the data or build the model with "
+            f"Dense({X.shape[1]}, ...)"
+        )
+    if xp.isdtype(X.dtype, "bool") or xp.isdtype(X.dtype, "integral"):
+        return xp.astype(X, getattr(xp, dtype))
+    if not xp.isdtype(X.dtype, "real floating"):
+        raise DataError(f"{what} must hold real numbers, got dtype {X.dtype}")
+    if X.dtype != getattr(xp, dtype):
+        X = xp.astype(X, getattr(xp, dtype))
+    finite = xp.isfinite(X)
+    if not bool(xp.all(finite)):
+        bad = int(xp.sum(xp.astype(~finite, xp.int64)))
+        raise DataError(
+            f"{what} contains {bad} NaN or infinite value(s); clean or impute them before "
+            "training (e.g. replace with the column mean)"
+        )
+    return X
+
+
+def prepare_targets(y: Any, samples: int, task: str, num_classes: int | None, dtype: str,
+                    what: str = "y") -> Any:
+    """Targets checked against the task: integer labels in ``[0, num_classes)`` (or
+    one-hot rows) for multiclass, floats of the right length otherwise."""
+    y = check_array(y, what)
+    xp = namespace(y)
+    if y.ndim == 0 or y.shape[0] != samples:
+        raise ShapeError(
+            f"X has {samples} samples but {what} has shape {tuple(y.shape)}; they must have "
+            "the same length (one target per sample)"
+        )
+    if task == "multiclass" and y.ndim == 1:
+        if not xp.isdtype(y.dtype, "integral"):
+            if xp.isdtype(y.dtype, "bool") or not bool(xp.all(y == xp.round(y))):
+                raise DataError(
+                    f"class labels in {what} must be integers 0..{(num_classes or 1) - 1}, "
+                    f"got dtype {y.dtype}; convert them (e.g. y.astype(int))"
+                )
+        y = xp.astype(y, xp.int64)
+        low, high = int(xp.min(y)), int(xp.max(y))
+        if num_classes is not None and (low < 0 or high >= num_classes):
+            raise DataError(
+                f"class labels in {what} range from {low} to {high}, but the network has "
+                f"{num_classes} outputs, so labels must be in 0..{num_classes - 1}; check "
+                "the labels or the size of the last Dense layer"
+            )
+        return y
+    if not (xp.isdtype(y.dtype, "real floating") or xp.isdtype(y.dtype, "integral")):
+        raise DataError(f"{what} must hold numbers, got dtype {y.dtype}")
+    y = xp.astype(y, getattr(xp, dtype)) if y.dtype != getattr(xp, dtype) else y
+    if not bool(xp.all(xp.isfinite(y))):
+        raise DataError(f"{what} contains NaN or infinite values")
+    return y
+
+
+def check_batch_size(batch_size: int | None, samples: int) -> int:
+    """The batch size to use: ``None`` means the whole dataset (batch gradient descent)."""
+    if batch_size is None:
+        return samples
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    return min(batch_size, samples)
+
+
+def train_validation_split(X: Any, y: Any, fraction: float,
+                           seed: int | None = None) -> tuple[Any, Any, Any, Any]:
+    """Hold out a random ``fraction`` of the samples for validation (host-seeded shuffle)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"validation_split must be in (0, 1), got {fraction!r}")
+    samples = X.shape[0]
+    held_out = int(round(samples * fraction))
+    if held_out == 0 or held_out == samples:
+        raise DataError(
+            f"validation_split={fraction} of {samples} samples leaves an empty train or "
+            "validation set"
+        )
+    rng = random.make_generator(seed, "shuffle") if seed is not None else None
+    order = get_backend().asarray(random.permutation(samples, rng))
+    xp = namespace(X)
+    train, validation = order[held_out:], order[:held_out]
+    return (xp.take(X, train, axis=0), xp.take(y, train, axis=0),
+            xp.take(X, validation, axis=0), xp.take(y, validation, axis=0))
+
+
+class _Scaler:
+    """Shared shape of the scalers: ``fit`` on training data, then ``transform``."""
+
+    def __init__(self) -> None:
+        self.center: Any = None
+        self.scale: Any = None
+
+    def fit(self, X: Any) -> _Scaler:
+        X = check_array(X, "X")
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ShapeError(f"a scaler is fitted on 2-D, non-empty data; got {tuple(X.shape)}")
+        xp = namespace(X)
+        if not xp.isdtype(X.dtype, "real floating"):
+            X = xp.astype(X, xp.float32)
+        self.center, spread = self._statistics(xp, X)
+        # A constant feature has no spread: leave it centred rather than divide by 0.
+        self.scale = xp.where(spread > 0, spread, xp.ones_like(spread))
+        return self
+
+    def transform(self, X: Any) -> Any:
+        if self.center is None:
+            raise ConfigError(f"{type(self).__name__} is not fitted: call fit(X_train) first")
+        X = check_array(X, "X")
+        xp = namespace(X)
+        if not xp.isdtype(X.dtype, "real floating"):
+            X = xp.astype(X, self.center.dtype)
+        return (X - self.center) / self.scale
+
+    def fit_transform(self, X: Any) -> Any:
+        return self.fit(X).transform(X)
+
+    def inverse_transform(self, X: Any) -> Any:
+        return X * self.scale + self.center
+
+    def _statistics(self, xp: Any, X: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+
+class MinMaxScaler(_Scaler):
+    """x' = (x − min) / (max − min), per feature: training data lands in [0, 1]."""
+
+    def _statistics(self, xp: Any, X: Any) -> tuple[Any, Any]:
+        low = xp.min(X, axis=0)
+        return low, xp.max(X, axis=0) - low
+
+
+class StandardScaler(_Scaler):
+    """x' = (x − μ) / σ, per feature (z-score; σ the population standard deviation)."""
+
+    def _statistics(self, xp: Any, X: Any) -> tuple[Any, Any]:
+        return xp.mean(X, axis=0), xp.std(X, axis=0)
+
+
+class MeanNormalizer(_Scaler):
+    """x' = (x − μ) / (max − min), per feature (the notes' mean normalization)."""
+
+    def _statistics(self, xp: Any, X: Any) -> tuple[Any, Any]:
+        return xp.mean(X, axis=0), xp.max(X, axis=0) - xp.min(X, axis=0)

@@ -1,0 +1,203 @@
+"""Layers: the building blocks of a network, each with its forward and backward pass.
+
+Every layer maps a batch ``x`` of shape ``(batch, features)`` to an output, and in
+``backward`` maps the gradient of the loss with respect to that output, ``g = ∂L/∂y``,
+to the gradient with respect to its input, ``∂L/∂x``, filling its parameters'
+gradients on the way. A layer caches in ``forward(x, training=True)`` what its
+``backward`` needs; ``backward`` must follow the ``forward`` it differentiates.
+
+The arithmetic uses only the Array API standard, through the namespace of the arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import random
+from .backend import get_backend, namespace
+from .errors import ConfigError, ShapeError
+from .init import get_initializer
+
+DTYPES = ("float32", "float64")
+
+
+class Parameter:
+    """A trainable array (``value``) and the gradient of the loss with respect to it
+    (``grad``, overwritten by every ``backward``; no accumulation, no zero_grad)."""
+
+    def __init__(self, value: Any, name: str = "") -> None:
+        self.value = value
+        self.grad: Any = None
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.shape}, dtype={self.value.dtype})"
+
+
+class Layer:
+    """Base class. Subclasses implement ``forward`` and ``backward``."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        raise NotImplementedError
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        """Return ∂L/∂x given ∂L/∂y. With ``need_input_grad=False`` (the first layer of
+        a network, whose input is data) a layer may skip that product and return None."""
+        raise NotImplementedError
+
+    def parameters(self) -> list[Parameter]:
+        return []
+
+    def regularization_loss(self) -> Any:
+        """The penalty this layer adds to the loss (L1/L2 on weights); 0 by default."""
+        return 0.0
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this layer (saved in checkpoints)."""
+        return {}
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        return self.forward(x, training)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _check_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return dtype
+
+
+class Dense(Layer):
+    """Fully connected layer, batch first: ``y = x W + b``.
+
+    Shapes: x (n, in), W (in, out), b (out,), y (n, out). With g = ∂L/∂y:
+
+        ∂L/∂W = xᵀ g          ∂L/∂b = Σᵢ gᵢ (sum over the batch)          ∂L/∂x = g Wᵀ
+
+    Optional penalties on the weights add ``l1·Σ|W| + l2·ΣW²`` to the loss, and
+    ``l1·sign(W) + 2·l2·W`` to ∂L/∂W.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init: Any = "glorot_uniform",
+        dtype: str = "float32",
+        l1: float = 0.0,
+        l2: float = 0.0,
+    ) -> None:
+        self.in_features = _check_size("in_features", in_features)
+        self.out_features = _check_size("out_features", out_features)
+        self.dtype = _check_dtype(dtype)
+        if l1 < 0 or l2 < 0:
+            raise ConfigError(f"regularization strengths must be >= 0, got l1={l1}, l2={l2}")
+        self.l1, self.l2 = float(l1), float(l2)
+        self.init = init if isinstance(init, str) else getattr(init, "__name__", "custom")
+        weights = get_initializer(init)(in_features, out_features)
+        if tuple(weights.shape) != (in_features, out_features):
+            raise ConfigError(
+                f"initializer {self.init!r} returned shape {tuple(weights.shape)}, "
+                f"expected {(in_features, out_features)}"
+            )
+        backend = get_backend()
+        self.weight = Parameter(backend.asarray(weights, dtype=dtype, copy=True), "weight")
+        xp = backend.xp
+        bias = xp.zeros((out_features,), dtype=getattr(xp, dtype), device=backend.device)
+        self.bias = Parameter(bias, "bias")
+        self._input: Any = None
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ShapeError(
+                f"Dense({self.in_features}, {self.out_features}) expects input of shape "
+                f"(batch, {self.in_features}), got {tuple(x.shape)}"
+            )
+        self._input = x
+        output = x @ self.weight.value
+        output += self.bias.value
+        return output
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        xp = namespace(grad_output)
+        weight = self.weight.value
+        self.weight.grad = self._input.T @ grad_output
+        self.bias.grad = xp.sum(grad_output, axis=0)
+        if self.l1:
+            self.weight.grad += self.l1 * xp.sign(weight)
+        if self.l2:
+            self.weight.grad += (2.0 * self.l2) * weight
+        if not need_input_grad:
+            return None
+        return grad_output @ weight.T
+
+    def parameters(self) -> list[Parameter]:
+        return [self.weight, self.bias]
+
+    def regularization_loss(self) -> Any:
+        if not (self.l1 or self.l2):
+            return 0.0
+        xp = namespace(self.weight.value)
+        weight = self.weight.value
+        penalty = 0.0
+        if self.l1:
+            penalty = penalty + self.l1 * xp.sum(xp.abs(weight))
+        if self.l2:
+            penalty = penalty + self.l2 * xp.sum(weight * weight)
+        return penalty
+
+    def config(self) -> dict[str, Any]:
+        config = {"in_features": self.in_features, "out_features": self.out_features}
+        config.update(init=self.init, dtype=self.dtype)
+        if self.l1 or self.l2:
+            config.update(l1=self.l1, l2=self.l2)
+        return config
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each unit is kept with probability ``p = 1 − rate``
+    and scaled by ``1/p``, so nothing needs rescaling at evaluation, where the layer is
+    the identity.
+
+        y = x ⊙ m / p,   m ~ Bernoulli(p)          ∂L/∂x = g ⊙ m / p
+
+    Masks come from the seeded host ``dropout`` stream (same seed, same masks on
+    every backend).
+    """
+
+    def __init__(self, rate: float) -> None:
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"dropout rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self._scaled_mask: Any = None
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if not training or self.rate == 0.0:
+            self._scaled_mask = None
+            return x
+        keep = 1.0 - self.rate
+        mask = random.bernoulli(tuple(x.shape), keep) / keep
+        self._scaled_mask = get_backend().asarray(mask, dtype=x.dtype)
+        return x * self._scaled_mask
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        if self._scaled_mask is None:
+            return grad_output
+        return grad_output * self._scaled_mask
+
+    def config(self) -> dict[str, Any]:
+        return {"rate": self.rate}

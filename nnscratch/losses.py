@@ -1,0 +1,215 @@
+"""Loss functions: a scalar that measures how wrong the outputs are, and its gradient.
+
+``forward(outputs, targets)`` returns the loss as a 0-d array (it stays on the device;
+``float()`` it to print), ``backward()`` the gradient ``∂L/∂outputs`` of that last
+forward. Reductions follow the course notes and PyTorch's defaults: MSE and binary
+cross-entropy average over every element; the categorical cross-entropies over samples.
+
+Notation: ``n`` samples, ``C`` classes, ``N`` elements, ``ŷ`` the outputs, ``y`` the
+targets (integer class labels of shape (n,), or one-hot rows of shape (n, C)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .activations import sigmoid
+from .backend import namespace
+from .errors import ShapeError
+
+
+class Loss:
+    """Base class. ``task`` tells ``fit`` which accuracy to report:
+    ``"multiclass"`` (argmax), ``"binary"`` (threshold) or ``"regression"`` (none)."""
+
+    task = "regression"
+    #: For binary tasks: outputs at or above this are predicted as class 1.
+    threshold = 0.5
+
+    def forward(self, outputs: Any, targets: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, outputs: Any, targets: Any) -> Any:
+        return self.forward(outputs, targets)
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _same_shape_targets(outputs: Any, targets: Any, loss: Loss) -> Any:
+    """Targets as an array of the outputs' shape and dtype; (n,) targets fit (n, 1)."""
+    xp = namespace(outputs)
+    if targets.shape != outputs.shape:
+        if outputs.ndim == 2 and outputs.shape[1] == 1 and targets.shape == outputs.shape[:1]:
+            targets = xp.reshape(targets, outputs.shape)
+        else:
+            raise ShapeError(
+                f"{type(loss).__name__}: targets of shape {tuple(targets.shape)} do not match "
+                f"outputs of shape {tuple(outputs.shape)}"
+            )
+    if targets.dtype != outputs.dtype:
+        targets = xp.astype(targets, outputs.dtype)
+    return targets
+
+
+def one_hot(labels: Any, num_classes: int, dtype: Any) -> Any:
+    """Rows of the identity matrix picked by integer ``labels``: shape (n, num_classes)."""
+    xp = namespace(labels)
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=labels.device)
+    return xp.astype(labels[:, None] == classes, dtype)
+
+
+def _class_targets(outputs: Any, targets: Any, loss: Loss) -> Any:
+    """One-hot targets of the outputs' dtype from integer labels or one-hot rows."""
+    xp = namespace(outputs)
+    if outputs.ndim != 2:
+        raise ShapeError(
+            f"{type(loss).__name__} expects outputs of shape (n, classes), "
+            f"got {tuple(outputs.shape)}"
+        )
+    n, num_classes = outputs.shape
+    if targets.ndim == 1 and targets.shape[0] == n and xp.isdtype(targets.dtype, "integral"):
+        return one_hot(targets, num_classes, outputs.dtype)
+    if targets.shape == outputs.shape:
+        return targets if targets.dtype == outputs.dtype else xp.astype(targets, outputs.dtype)
+    raise ShapeError(
+        f"{type(loss).__name__}: targets must be integer labels of shape ({n},) or one-hot "
+        f"rows of shape {tuple(outputs.shape)}, got shape {tuple(targets.shape)} "
+        f"of dtype {targets.dtype}"
+    )
+
+
+class MeanSquaredError(Loss):
+    """``L = (1/N) Σ (ŷ − y)²`` over all N elements;  ``∂L/∂ŷ = (2/N)(ŷ − y)``."""
+
+    def forward(self, outputs: Any, targets: Any) -> Any:
+        xp = namespace(outputs)
+        targets = _same_shape_targets(outputs, targets, self)
+        self._difference = outputs - targets
+        return xp.mean(self._difference * self._difference)
+
+    def backward(self) -> Any:
+        difference = self._difference
+        return difference * (2.0 / element_count(difference))
+
+
+class BinaryCrossEntropy(Loss):
+    """The logistic loss, averaged over all N elements, targets y ∈ [0, 1].
+
+    From probabilities p (after a Sigmoid):
+        ``L = −(1/N) Σ [y ln p + (1 − y) ln(1 − p)]``,  ``∂L/∂p = (p − y) / (p(1 − p)) / N``
+    with p clipped to [ε, 1 − ε] (ε the dtype's machine epsilon) so ln never sees 0.
+
+    From logits z (``from_logits=True``, no Sigmoid layer; more stable):
+        ``L = (1/N) Σ [max(z, 0) − z y + ln(1 + e^{−|z|})]``,  ``∂L/∂z = (σ(z) − y) / N``
+    """
+
+    task = "binary"
+
+    def __init__(self, from_logits: bool = False) -> None:
+        self.from_logits = bool(from_logits)
+        self.threshold = 0.0 if self.from_logits else 0.5
+
+    def forward(self, outputs: Any, targets: Any) -> Any:
+        xp = namespace(outputs)
+        targets = _same_shape_targets(outputs, targets, self)
+        self._targets = targets
+        if self.from_logits:
+            self._logits = outputs
+            losses = xp.maximum(outputs, 0.0) - outputs * targets
+            losses += xp.log1p(xp.exp(-xp.abs(outputs)))
+            return xp.mean(losses)
+        eps = float(xp.finfo(outputs.dtype).eps)
+        p = xp.clip(outputs, eps, 1.0 - eps)
+        self._probabilities = p
+        return -xp.mean(targets * xp.log(p) + (1.0 - targets) * xp.log1p(-p))
+
+    def backward(self) -> Any:
+        targets = self._targets
+        if self.from_logits:
+            return (sigmoid(self._logits) - targets) * (1.0 / element_count(targets))
+        p = self._probabilities
+        return (p - targets) / (p * (1.0 - p)) * (1.0 / element_count(targets))
+
+    def config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits}
+
+    def __repr__(self) -> str:
+        return f"BinaryCrossEntropy(from_logits={self.from_logits})"
+
+
+class CategoricalCrossEntropy(Loss):
+    """Cross-entropy of probabilities p (after a Softmax), averaged over the n samples:
+
+        ``L = −(1/n) Σᵢ Σ_c y_ic ln p_ic``,   ``∂L/∂p = −y / p / n``
+
+    p is clipped below at ε (the dtype's machine epsilon) so ln never sees 0.
+    """
+
+    task = "multiclass"
+
+    def forward(self, outputs: Any, targets: Any) -> Any:
+        xp = namespace(outputs)
+        targets = _class_targets(outputs, targets, self)
+        eps = float(xp.finfo(outputs.dtype).eps)
+        p = xp.clip(outputs, eps, 1.0)
+        self._probabilities, self._targets = p, targets
+        return -xp.sum(targets * xp.log(p)) / outputs.shape[0]
+
+    def backward(self) -> Any:
+        return self._targets / self._probabilities * (-1.0 / self._targets.shape[0])
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax and categorical cross-entropy fused, from logits z, averaged over n:
+
+        ``ln sᵢ_c = z_ic − m_i − ln Σ_k e^{z_ik − m_i}``   (log-sum-exp, m_i = max_k z_ik)
+        ``L = −(1/n) Σᵢ Σ_c y_ic ln s_ic``,     ``∂L/∂z = (s − y) / n``
+
+    The fused gradient is exact and cheap, where chaining Softmax's Jacobian with the
+    cross-entropy's ``−y/p`` would divide by probabilities that underflow to 0.
+    """
+
+    task = "multiclass"
+
+    def forward(self, outputs: Any, targets: Any) -> Any:
+        xp = namespace(outputs)
+        targets = _class_targets(outputs, targets, self)
+        shifted = outputs - xp.max(outputs, axis=1, keepdims=True)
+        exponentials = xp.exp(shifted)
+        sums = xp.sum(exponentials, axis=1, keepdims=True)
+        # Σ_c y_c (ln Σ e − shifted_c) for each row, with Σ_c y_c = 1 for one-hot rows.
+        log_sums = xp.log(sums)
+        picked = xp.sum(targets * shifted, axis=1, keepdims=True)
+        row_weights = xp.sum(targets, axis=1, keepdims=True)
+        value = xp.sum(log_sums * row_weights - picked) / outputs.shape[0]
+        exponentials /= sums
+        self._probabilities, self._targets = exponentials, targets
+        return value
+
+    def backward(self) -> Any:
+        gradient = self._probabilities - self._targets
+        gradient *= 1.0 / gradient.shape[0]
+        return gradient
+
+
+def element_count(array: Any) -> int:
+    """The number of elements of ``array`` (the product of its shape)."""
+    size = 1
+    for extent in array.shape:
+        size *= extent
+    return size
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MeanSquaredError,
+    "binary_cross_entropy": BinaryCrossEntropy,
+    "categorical_cross_entropy": CategoricalCrossEntropy,
+    "softmax_cross_entropy": SoftmaxCrossEntropy,
+}

@@ -1,0 +1,60 @@
+"""Metrics: how often the network is right, and where it is wrong.
+
+All of them stay on the device and return arrays (0-d for counts); ``float()`` or
+``nn.to_numpy`` moves a result to the host when it must be printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import namespace
+from .losses import element_count, one_hot
+
+
+def predicted_labels(outputs: Any, task: str = "multiclass", threshold: float = 0.5) -> Any:
+    """Class predictions: the argmax of each row (multiclass), or ``outputs ≥ threshold``
+    as 0/1 (binary; the threshold is 0.5 for probabilities, 0 for logits)."""
+    xp = namespace(outputs)
+    if task == "multiclass":
+        return xp.argmax(outputs, axis=1)
+    return xp.astype(outputs >= threshold, xp.int64)
+
+
+def true_labels(targets: Any, task: str = "multiclass") -> Any:
+    """Integer labels from integer labels or from one-hot rows."""
+    xp = namespace(targets)
+    if task == "multiclass" and targets.ndim == 2:
+        return xp.argmax(targets, axis=1)
+    if xp.isdtype(targets.dtype, "integral"):
+        return targets
+    return xp.astype(targets >= 0.5, xp.int64)
+
+
+def correct_count(outputs: Any, targets: Any, task: str = "multiclass",
+                  threshold: float = 0.5) -> Any:
+    """The number of samples (binary: elements) classified right, as a 0-d array."""
+    xp = namespace(outputs)
+    predicted = predicted_labels(outputs, task, threshold)
+    expected = true_labels(targets, task)
+    if predicted.ndim != expected.ndim:
+        expected = xp.reshape(expected, predicted.shape)
+    return xp.sum(xp.astype(predicted == expected, xp.int64))
+
+
+def accuracy(outputs: Any, targets: Any, task: str = "multiclass", threshold: float = 0.5) -> float:
+    """The fraction of samples classified right (a host float)."""
+    predicted = predicted_labels(outputs, task, threshold)
+    return float(correct_count(outputs, targets, task, threshold)) / element_count(predicted)
+
+
+def confusion_matrix(predicted: Any, expected: Any, num_classes: int) -> Any:
+    """``M[i, j]`` = how many samples of true class i were predicted as class j.
+
+    Built as ``onehot(expected)ᵀ · onehot(predicted)``: a matrix product instead of a
+    scatter, which the Array API standard does not have.
+    """
+    xp = namespace(predicted)
+    rows = one_hot(xp.astype(expected, xp.int64), num_classes, xp.float64)
+    columns = one_hot(xp.astype(predicted, xp.int64), num_classes, rows.dtype)
+    return xp.astype(xp.round(rows.T @ columns), xp.int64)

@@ -1,0 +1,325 @@
+"""Sequential: a stack of layers, and the training loop.
+
+Forward propagation runs the layers in order; backpropagation runs their backward
+passes in reverse, each turning ``∂L/∂(its output)`` into ``∂L/∂(its input)`` (the
+chain rule, one layer at a time). ``fit`` is the mini-batch gradient-descent loop of
+the course notes:
+
+    for each epoch:
+        shuffle the samples (seeded, on the host; the data stays on the device)
+        for each batch (xb, yb):
+            out = forward(xb);  L = loss(out, yb) + penalties
+            backward(∂L/∂out);  optimizer.step(parameters)
+
+``batch_size=None`` is batch gradient descent (one step per epoch over all samples),
+``batch_size=1`` stochastic gradient descent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import random
+from .backend import get_backend, namespace, to_numpy
+from .callbacks import Callback, History, ProgressBar
+from .data import (
+    check_batch_size,
+    prepare_features,
+    prepare_targets,
+    train_validation_split,
+)
+from .errors import ConfigError, DivergenceError
+from .layers import Layer, Parameter
+from .losses import Loss
+from .metrics import correct_count
+from .optim import Optimizer, Schedule
+
+
+class Sequential:
+    """Layers applied one after the other: ``Sequential(Dense(2, 4), Sigmoid(), ...)``."""
+
+    def __init__(self, *layers: Layer) -> None:
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise ConfigError(f"Sequential takes layers, got {layer!r}")
+        self.layers: list[Layer] = list(layers)
+        self.loss: Loss | None = None
+        self.stop_training = False
+
+    # -- the parts -----------------------------------------------------------------------
+
+    def add(self, layer: Layer) -> Sequential:
+        if not isinstance(layer, Layer):
+            raise ConfigError(f"Sequential takes layers, got {layer!r}")
+        self.layers.append(layer)
+        return self
+
+    def parameters(self) -> list[Parameter]:
+        """Every trainable parameter, in layer order (each Dense: weight, then bias)."""
+        return [param for layer in self.layers for param in layer.parameters()]
+
+    @property
+    def in_features(self) -> int | None:
+        """Input width expected by the first layer that has one."""
+        for layer in self.layers:
+            if hasattr(layer, "in_features"):
+                return layer.in_features
+        return None
+
+    @property
+    def out_features(self) -> int | None:
+        """Output width of the last layer that sets one (the number of classes)."""
+        for layer in reversed(self.layers):
+            if hasattr(layer, "out_features"):
+                return layer.out_features
+        return None
+
+    @property
+    def dtype(self) -> str:
+        for layer in self.layers:
+            if hasattr(layer, "dtype"):
+                return layer.dtype
+        return "float32"
+
+    def parameter_count(self) -> int:
+        return sum(_numel(param.shape) for param in self.parameters())
+
+    def summary(self) -> str:
+        """A table of the layers, their output widths and parameter counts."""
+        lines = [f"{'layer':<36}{'parameters':>12}"]
+        for layer in self.layers:
+            params = sum(_numel(p.shape) for p in layer.parameters())
+            lines.append(f"{layer!r:<36}{params:>12,}")
+        lines.append(f"{'total':<36}{self.parameter_count():>12,}")
+        return "\n".join(lines)
+
+    def config(self) -> list[dict[str, Any]]:
+        """The architecture as plain data: ``[{"type": "Dense", "config": {...}}, ...]``."""
+        return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"    {layer!r}" for layer in self.layers)
+        return f"Sequential(\n{inner}\n)"
+
+    # -- propagation ---------------------------------------------------------------------
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        """Backpropagate ``∂L/∂output`` through every layer, filling each parameter's
+        ``.grad``; returns ``∂L/∂input`` (None with ``need_input_grad=False``, which
+        spares the first layer's product with its weights)."""
+        last = len(self.layers) - 1
+        for index in range(last, -1, -1):
+            needed = need_input_grad or index > 0
+            grad_output = self.layers[index].backward(grad_output, needed)
+        return grad_output
+
+    def regularization_loss(self) -> Any:
+        penalty = 0.0
+        for layer in self.layers:
+            penalty = penalty + layer.regularization_loss()
+        return penalty
+
+    # -- training ------------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        loss: Loss,
+        optimizer: Optimizer,
+        epochs: int = 1,
+        batch_size: int | None = 32,
+        seed: int | None = None,
+        shuffle: bool = True,
+        validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+        schedule: Schedule | None = None,
+        verbose: int = 0,
+    ) -> History:
+        """Train with mini-batch gradient descent; returns the ``History``.
+
+        ``seed`` fixes the shuffles (default: the ``nn.seed`` stream). ``verbose=1``
+        prints a line per epoch, ``verbose=2`` adds a progress bar within each epoch.
+        The loss is checked once per epoch: a NaN or infinite loss raises
+        ``DivergenceError`` naming the epoch and the first bad step.
+        """
+        if not isinstance(loss, Loss):
+            raise ConfigError(f"loss must be a Loss (e.g. nn.SoftmaxCrossEntropy()), got {loss!r}")
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigError(f"optimizer must be an Optimizer (e.g. nn.Adam()), got {optimizer!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+            raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+        X, y = self._prepare(X, y, loss)
+        if validation_data is not None and validation_split:
+            raise ConfigError("pass validation_data or validation_split, not both")
+        if validation_split:
+            X, y, X_val, y_val = train_validation_split(X, y, validation_split, seed)
+            validation_data = (X_val, y_val)
+        elif validation_data is not None:
+            validation_data = self._prepare(*validation_data, loss, what="validation ")
+
+        self.loss = loss
+        backend = get_backend()
+        xp = backend.xp
+        samples = X.shape[0]
+        batch_size = check_batch_size(batch_size, samples)
+        steps = -(-samples // batch_size)
+        rng = random.make_generator(seed, "shuffle") if seed is not None else None
+        parameters = self.parameters()
+        penalized = any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0)
+                        for layer in self.layers)
+        classifying = loss.task != "regression"
+        base_lr = optimizer.lr
+
+        history = History()
+        callbacks = [history, *callbacks]
+        if verbose:
+            callbacks.append(ProgressBar(per_step=verbose >= 2))
+        info = {"epochs": epochs, "steps": steps, "samples": samples,
+                "validation": validation_data is not None}
+        self.stop_training = False
+        for callback in callbacks:
+            callback.on_train_begin(self, info)
+        for epoch in range(epochs):
+            if schedule is not None:
+                optimizer.lr = schedule(base_lr, epoch)
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+            # A full batch needs no shuffle: the mean gradient does not depend on order.
+            order = None
+            if shuffle and steps > 1:
+                order = backend.asarray(random.permutation(samples, rng))
+            step_losses, correct = [], None
+            for step in range(steps):
+                start = step * batch_size
+                if order is None:
+                    xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+                else:
+                    index = order[start:start + batch_size]
+                    xb, yb = xp.take(X, index, axis=0), xp.take(y, index, axis=0)
+                outputs = self.forward(xb, training=True)
+                value = loss.forward(outputs, yb)
+                if penalized:
+                    value = value + self.regularization_loss()
+                self.backward(loss.backward(), need_input_grad=False)
+                optimizer.step(parameters)
+                step_losses.append(value)
+                if classifying:
+                    count = correct_count(outputs, yb, loss.task, loss.threshold)
+                    correct = count if correct is None else correct + count
+                for callback in callbacks:
+                    callback.on_batch_end(step, value)
+            logs = self._epoch_logs(xp, step_losses, correct, samples, batch_size, epoch,
+                                    loss, optimizer.lr)
+            if validation_data is not None:
+                scores = self.evaluate(*validation_data, loss=loss, _checked=True)
+                logs.update({f"val_{key}": value for key, value in scores.items()})
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for callback in callbacks:
+            callback.on_train_end()
+        return history
+
+    def _epoch_logs(self, xp: Any, step_losses: list[Any], correct: Any, samples: int,
+                    batch_size: int, epoch: int, loss: Loss, lr: float) -> dict[str, float]:
+        """The epoch's mean loss (and accuracy), read from the device in one transfer."""
+        losses = to_numpy(xp.stack([xp.asarray(v) for v in step_losses]))
+        finite = [bool(abs(value) < float("inf")) for value in losses.tolist()]
+        if not all(finite):
+            first_bad = finite.index(False)
+            raise DivergenceError(
+                f"the loss became {losses[first_bad]} at epoch {epoch + 1}, step "
+                f"{first_bad + 1}: training diverged. Lower the learning rate (it is {lr:g}), "
+                "scale the inputs (e.g. to [0, 1]), or check the data for extreme values"
+            )
+        sizes = [batch_size] * len(step_losses)
+        sizes[-1] = samples - batch_size * (len(step_losses) - 1)
+        mean_loss = float(sum(v * s for v, s in zip(losses.tolist(), sizes)) / samples)
+        logs = {"loss": mean_loss}
+        if correct is not None:
+            logs["accuracy"] = float(correct) / (samples * (1 if loss.task == "multiclass"
+                                                            else self._binary_width()))
+        return logs
+
+    def _binary_width(self) -> int:
+        return self.out_features or 1
+
+    def _prepare(self, X: Any, y: Any, loss: Loss, what: str = "") -> tuple[Any, Any]:
+        X = prepare_features(X, self.in_features, self.dtype, what=f"{what}X")
+        classes = self.out_features if loss.task == "multiclass" else None
+        y = prepare_targets(y, X.shape[0], loss.task, classes, self.dtype, what=f"{what}y")
+        return X, y
+
+    # -- using a trained model -----------------------------------------------------------
+
+    def predict(self, X: Any, batch_size: int | None = 4096) -> Any:
+        """The last layer's outputs for ``X`` in evaluation mode (e.g. logits), batched;
+        an array of the active backend."""
+        X = prepare_features(X, self.in_features, self.dtype)
+        return self._predict(X, batch_size)
+
+    def _predict(self, X: Any, batch_size: int | None) -> Any:
+        samples = X.shape[0]
+        batch_size = check_batch_size(batch_size, samples)
+        if batch_size >= samples:
+            return self.forward(X, training=False)
+        xp = namespace(X)
+        parts = [self.forward(X[start:start + batch_size], training=False)
+                 for start in range(0, samples, batch_size)]
+        return xp.concat(parts, axis=0)
+
+    def evaluate(self, X: Any, y: Any, loss: Loss | None = None, batch_size: int | None = 4096,
+                 _checked: bool = False) -> dict[str, float]:
+        """``{"loss": ..., "accuracy": ...}`` on (X, y) (accuracy for classification
+        losses). ``loss`` defaults to the one the model was last fitted with."""
+        loss = loss or self.loss
+        if loss is None:
+            raise ConfigError("evaluate needs a loss: pass loss=... or fit the model first")
+        if not _checked:
+            X, y = self._prepare(X, y, loss)
+        samples = X.shape[0]
+        batch_size = check_batch_size(batch_size, samples)
+        total, correct = None, None
+        for start in range(0, samples, batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            outputs = self.forward(xb, training=False)
+            weighted = loss.forward(outputs, yb) * xb.shape[0]
+            total = weighted if total is None else total + weighted
+            if loss.task != "regression":
+                count = correct_count(outputs, yb, loss.task, loss.threshold)
+                correct = count if correct is None else correct + count
+        scores = {"loss": float(total) / samples + float(self.regularization_loss())}
+        if correct is not None:
+            width = 1 if loss.task == "multiclass" else self._binary_width()
+            scores["accuracy"] = float(correct) / (samples * width)
+        return scores
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def save(self, path: str, optimizer: Optimizer | None = None,
+             metadata: dict[str, str] | None = None) -> None:
+        """Write the weights and the architecture (and optionally the optimizer state)
+        to a safetensors file, atomically. See ``nnscratch.io``."""
+        from .io import save
+
+        save(self, path, optimizer=optimizer, metadata=metadata)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    size = 1
+    for extent in shape:
+        size *= extent
+    return size

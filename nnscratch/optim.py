@@ -1,0 +1,307 @@
+"""Optimizers and learning-rate schedules.
+
+An optimizer turns gradients into parameter updates. ``step(params)`` updates every
+``Parameter`` in place from its ``.grad``. Each update rule below is the textbook
+equation, with the conventions and defaults of ``torch.optim`` so that results can
+be checked against it. The per-parameter state (momentum buffers, moment estimates)
+lives in one place, ``optimizer.state[param]``, a dict of named arrays.
+
+Notation: w a parameter, g = ∂L/∂w its gradient, α the learning rate, t the step
+number (from 1), λ the weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backend import namespace
+from .errors import ConfigError
+from .layers import Parameter
+
+
+def _positive(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _fraction(name: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _non_negative(name: str, value: float) -> float:
+    if not value >= 0.0:
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: learning rate ``lr``, step counter ``t``, state per parameter."""
+
+    slot_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float) -> None:
+        self.lr = _positive("learning rate", lr)
+        self.t = 0
+        self.state: dict[Parameter, dict[str, Any]] = {}
+
+    def step(self, params: list[Parameter]) -> None:
+        """Apply one update to every parameter from its ``.grad``."""
+        self.t += 1
+        for param in params:
+            if param.grad is None:
+                continue
+            self.update(param, param.value, param.grad)
+
+    def update(self, param: Parameter, w: Any, g: Any) -> None:
+        raise NotImplementedError
+
+    def slots(self, param: Parameter) -> dict[str, Any]:
+        """This parameter's state arrays, created as zeros on first use."""
+        state = self.state.get(param)
+        if state is None:
+            xp = namespace(param.value)
+            state = self.state[param] = {
+                name: xp.zeros_like(param.value) for name in self.slot_names
+            }
+        return state
+
+    def config(self) -> dict[str, Any]:
+        return {"lr": self.lr}
+
+    def state_dict(self, params: list[Parameter]) -> dict[str, Any]:
+        """The step counter and every state array, keyed ``"<index>.<slot>"`` by the
+        parameter's position in ``params`` (so it can be saved and restored)."""
+        arrays = {
+            f"{index}.{name}": array
+            for index, param in enumerate(params)
+            for name, array in self.state.get(param, {}).items()
+        }
+        return {"type": type(self).__name__, "t": self.t, "config": self.config(),
+                "arrays": arrays}
+
+    def load_state_dict(self, params: list[Parameter], state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, onto ``params`` (same order)."""
+        self.t = int(state["t"])
+        self.lr = float(state["config"].get("lr", self.lr))
+        self.state = {}
+        for key, array in state["arrays"].items():
+            index, name = key.split(".", 1)
+            self.state.setdefault(params[int(index)], {})[name] = array
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional momentum, Nesterov and L2 decay.
+
+        g ← g + λw                           (weight_decay, i.e. L2 regularization)
+        plain:      w ← w − α g
+        momentum:   b ← μ b + g  (b = g at t = 1),   w ← w − α b
+        Nesterov:   w ← w − α (g + μ b)
+
+    The course notes write momentum as ``m = βm − α∇J; w = w + m``: that is the same
+    update with m = −α b (while α stays constant).
+    """
+
+    def __init__(
+        self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(lr)
+        self.momentum = _fraction("momentum", momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _non_negative("weight_decay", weight_decay)
+        if self.nesterov and self.momentum == 0.0:
+            raise ConfigError("Nesterov momentum needs momentum > 0")
+
+    def update(self, param: Parameter, w: Any, g: Any) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * w
+        if self.momentum:
+            state = self.state.get(param)
+            if state is None:  # torch starts the buffer at the first gradient, not at 0
+                buffer = namespace(g).asarray(g, copy=True)
+                self.state[param] = {"momentum_buffer": buffer}
+            else:
+                buffer = state["momentum_buffer"]
+                buffer *= self.momentum
+                buffer += g
+            g = g + self.momentum * buffer if self.nesterov else buffer
+        w -= self.lr * g
+
+    def config(self) -> dict[str, Any]:
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e): scale each step by a running RMS of gradients.
+
+        g ← g + λw
+        v ← ρ v + (1 − ρ) g²
+        w ← w − α g / (√v + ε)          (ε outside the square root, as torch)
+
+    With ``momentum`` μ > 0:  b ← μ b + g / (√v + ε),  w ← w − α b.
+    """
+
+    def __init__(
+        self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+        momentum: float = 0.0, weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(lr)
+        self.alpha = _fraction("alpha", alpha)
+        self.eps = _positive("eps", eps)
+        self.momentum = _fraction("momentum", momentum)
+        self.weight_decay = _non_negative("weight_decay", weight_decay)
+        self.slot_names = ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
+
+    def update(self, param: Parameter, w: Any, g: Any) -> None:
+        xp = namespace(w)
+        if self.weight_decay:
+            g = g + self.weight_decay * w
+        state = self.slots(param)
+        square_avg = state["square_avg"]
+        square_avg *= self.alpha
+        square_avg += (1.0 - self.alpha) * (g * g)
+        denominator = xp.sqrt(square_avg)
+        denominator += self.eps
+        if self.momentum:
+            buffer = state["momentum_buffer"]
+            buffer *= self.momentum
+            buffer += g / denominator
+            w -= self.lr * buffer
+        else:
+            w -= self.lr * (g / denominator)
+
+    def config(self) -> dict[str, Any]:
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015): momentum and RMS scaling with bias correction.
+
+        g ← g + λw                                   (weight_decay: L2, as torch's Adam)
+        m ← β₁ m + (1 − β₁) g                        first-moment estimate
+        v ← β₂ v + (1 − β₂) g²                       second-moment estimate
+        m̂ = m / (1 − β₁ᵗ),   v̂ = v / (1 − β₂ᵗ)      bias corrections
+        w ← w − α m̂ / (√v̂ + ε)
+
+    computed as torch does, with the corrections folded into scalars:
+    ``w ← w − (α / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)``.
+    """
+
+    slot_names = ("m", "v")
+
+    def __init__(
+        self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(lr)
+        self.betas = (_fraction("beta1", betas[0]), _fraction("beta2", betas[1]))
+        self.eps = _positive("eps", eps)
+        self.weight_decay = _non_negative("weight_decay", weight_decay)
+
+    def update(self, param: Parameter, w: Any, g: Any) -> None:
+        xp = namespace(w)
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            g = g + self.weight_decay * w
+        state = self.slots(param)
+        m, v = state["m"], state["v"]
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        squared = g * g
+        squared *= 1.0 - beta2
+        v += squared
+        step_size = self.lr / (1.0 - beta1**self.t)
+        denominator = xp.sqrt(v)
+        denominator *= 1.0 / math.sqrt(1.0 - beta2**self.t)
+        denominator += self.eps
+        update = m / denominator
+        update *= step_size
+        w -= update
+
+    def config(self) -> dict[str, Any]:
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019):
+
+        w ← w (1 − α λ)          on every parameter, before the Adam step
+        then Adam's update with no L2 term in g.
+    """
+
+    def __init__(
+        self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
+        super().__init__(lr, betas, eps, 0.0)
+        self.decoupled_weight_decay = _non_negative("weight_decay", weight_decay)
+
+    def update(self, param: Parameter, w: Any, g: Any) -> None:
+        if self.decoupled_weight_decay:
+            w *= 1.0 - self.lr * self.decoupled_weight_decay
+        super().update(param, w, g)
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config["weight_decay"] = self.decoupled_weight_decay
+        return config
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
+}
+
+
+class Schedule:
+    """A learning-rate schedule: ``lr(epoch)`` from the optimizer's initial rate.
+    ``fit`` sets ``optimizer.lr`` from it at the start of every epoch (from 0)."""
+
+    def __call__(self, base_lr: float, epoch: int) -> float:
+        raise NotImplementedError
+
+
+class StepDecay(Schedule):
+    """``α_e = α₀ · γ^⌊e / step_size⌋``: multiply by γ every ``step_size`` epochs."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1) -> None:
+        if not isinstance(step_size, int) or step_size <= 0:
+            raise ConfigError(f"step_size must be a positive integer, got {step_size!r}")
+        self.step_size, self.gamma = step_size, _positive("gamma", gamma)
+
+    def __call__(self, base_lr: float, epoch: int) -> float:
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialDecay(Schedule):
+    """``α_e = α₀ · γ^e``."""
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma = _positive("gamma", gamma)
+
+    def __call__(self, base_lr: float, epoch: int) -> float:
+        return base_lr * self.gamma**epoch
+
+
+class CosineDecay(Schedule):
+    """``α_e = α_min + (α₀ − α_min)(1 + cos(π e / T)) / 2``, then α_min after T epochs."""
+
+    def __init__(self, total_epochs: int, min_lr: float = 0.0) -> None:
+        if not isinstance(total_epochs, int) or total_epochs <= 0:
+            raise ConfigError(f"total_epochs must be a positive integer, got {total_epochs!r}")
+        self.total_epochs, self.min_lr = total_epochs, _non_negative("min_lr", min_lr)
+
+    def __call__(self, base_lr: float, epoch: int) -> float:
+        progress = min(epoch, self.total_epochs) / self.total_epochs
+        return self.min_lr + (base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))

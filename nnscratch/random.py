@@ -1,0 +1,68 @@
+"""Seeded random numbers, made on the host and moved to the device.
+
+The Array API standard has no random numbers, and every library draws differently.
+So every random number nnscratch uses (initial weights, shuffles, dropout masks) comes
+from a NumPy ``Generator(PCG64(...))`` on the host: the same seed gives the same
+network and the same training run on every backend.
+
+``nn.seed(n)`` resets the three independent streams below; each is its own PCG64
+generator seeded from ``(n, stream number)``, so drawing more dropout masks never
+changes the shuffles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STREAMS = ("init", "shuffle", "dropout")
+
+_seed = 0
+_generators: dict[str, np.random.Generator] = {}
+
+
+def seed(value: int) -> None:
+    """Seed every random stream of nnscratch: initial weights, shuffles, dropout masks."""
+    global _seed
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"seed must be a non-negative integer, got {value!r}")
+    _seed = int(value)
+    _generators.clear()
+
+
+def make_generator(seed_value: int, stream: str = "shuffle") -> np.random.Generator:
+    """A fresh generator for ``stream`` from an explicit seed (e.g. ``fit(seed=...)``)."""
+    return np.random.Generator(np.random.PCG64([int(seed_value), STREAMS.index(stream)]))
+
+
+def generator(stream: str) -> np.random.Generator:
+    """The shared generator of one stream, created from the current seed on first use."""
+    if stream not in _generators:
+        _generators[stream] = make_generator(_seed, stream)
+    return _generators[stream]
+
+
+def constant(shape: tuple[int, ...], value: float) -> np.ndarray:
+    """A host float64 array filled with ``value`` (draws nothing)."""
+    return np.full(shape, value, dtype=np.float64)
+
+
+def normal(shape: tuple[int, ...], std: float = 1.0, stream: str = "init") -> np.ndarray:
+    """Host float64 samples of N(0, std²) from the named stream."""
+    return generator(stream).normal(0.0, std, size=shape)
+
+
+def uniform(shape: tuple[int, ...], low: float, high: float, stream: str = "init") -> np.ndarray:
+    """Host float64 samples of U(low, high) from the named stream."""
+    return generator(stream).uniform(low, high, size=shape)
+
+
+def permutation(n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A host int64 permutation of range(n), from ``rng`` or the shuffle stream."""
+    return (rng or generator("shuffle")).permutation(n).astype(np.int64)
+
+
+def bernoulli(shape: tuple[int, ...], keep_probability: float) -> np.ndarray:
+    """Host boolean mask, True with probability ``keep_probability`` (dropout stream)."""
+    return generator("dropout").random(size=shape) < keep_probability
