@@ -17,6 +17,7 @@ the course notes:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import random
@@ -236,10 +237,12 @@ class Sequential:
     def _epoch_logs(self, xp: Any, step_losses: list[Any], correct: Any, samples: int,
                     batch_size: int, epoch: int, loss: Loss, lr: float) -> dict[str, float]:
         """The epoch's mean loss (and accuracy), read from the device in one transfer."""
-        losses = to_numpy(xp.stack([xp.asarray(v) for v in step_losses]))
-        finite = [bool(abs(value) < float("inf")) for value in losses.tolist()]
-        if not all(finite):
-            first_bad = finite.index(False)
+        if len(step_losses) == 1:
+            losses = [float(step_losses[0])]
+        else:
+            losses = to_numpy(xp.stack([xp.asarray(v) for v in step_losses])).tolist()
+        if not all(map(math.isfinite, losses)):
+            first_bad = next(i for i, value in enumerate(losses) if not math.isfinite(value))
             raise DivergenceError(
                 f"the loss became {losses[first_bad]} at epoch {epoch + 1}, step "
                 f"{first_bad + 1}: training diverged. Lower the learning rate (it is {lr:g}), "
@@ -247,7 +250,7 @@ class Sequential:
             )
         sizes = [batch_size] * len(step_losses)
         sizes[-1] = samples - batch_size * (len(step_losses) - 1)
-        mean_loss = float(sum(v * s for v, s in zip(losses.tolist(), sizes)) / samples)
+        mean_loss = sum(v * s for v, s in zip(losses, sizes)) / samples
         logs = {"loss": mean_loss}
         if correct is not None:
             logs["accuracy"] = float(correct) / (samples * (1 if loss.task == "multiclass"

@@ -1,0 +1,115 @@
+"""nox sessions: the same test suite on every backend, lint, examples and benchmarks.
+
+    nox                          # what the README's test command runs: tests on every
+                                 # backend (cupy skips without a CUDA device) and lint
+    nox -s "tests(numpy)"        # one backend
+    nox -s examples              # the digit recognizer and XOR, end to end
+    nox -s bench                 # nnscratch against PyTorch, results in bench/results/
+
+Real MNIST files are read from NNSCRATCH_DATA (default: ../shared/data/mnist when it
+exists). On a GPU machine without a package registry, run the cupy session in the
+current environment with `nox --no-venv -s "tests(cupy)"`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.sessions = ["tests", "lint"]
+nox.options.error_on_missing_interpreters = True
+
+# (session id, NNSCRATCH_BACKEND, NNSCRATCH_DEVICE, requirements file)
+BACKENDS = [
+    ("numpy", "numpy", "", "backends/numpy.txt"),
+    ("array_api_strict", "array_api_strict", "", "backends/array-api-strict.txt"),
+    ("array_api_strict-device1", "array_api_strict", "device1", "backends/array-api-strict.txt"),
+    ("torch", "torch", "cpu", "backends/torch-cpu.txt"),
+    ("cupy", "cupy", "", None),
+]
+
+
+def _data_env() -> dict[str, str]:
+    env = {}
+    shared = ROOT.parent / "shared" / "data" / "mnist"
+    data = os.environ.get("NNSCRATCH_DATA") or (str(shared) if shared.exists() else "")
+    if data:
+        env["NNSCRATCH_DATA"] = data
+    return env
+
+
+def _install(session: nox.Session, *args: str) -> None:
+    """Install into the session's environment (not with --no-venv, which reuses the
+    current one as it is)."""
+    if session.venv_backend != "none":
+        session.install(*args)
+
+
+def _cuda_major_version() -> int | None:
+    """The CUDA version the driver supports, from nvidia-smi; None without a GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        text = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"CUDA Version:\s*(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+@nox.session
+@nox.parametrize(
+    "backend,device,requirements",
+    [nox.param(name, device, req, id=ident) for ident, name, device, req in BACKENDS],
+)
+def tests(session: nox.Session, backend: str, device: str, requirements: str | None) -> None:
+    """The whole test suite with NNSCRATCH_BACKEND set to one backend."""
+    if backend == "cupy":
+        cuda = _cuda_major_version()
+        if cuda is None:
+            session.skip("no CUDA device (nvidia-smi not found or shows no GPU): the CuPy "
+                         "suite runs only on a machine with an NVIDIA GPU")
+        requirements = f"backends/cupy-cuda{13 if cuda >= 13 else 12}x.txt"
+    _install(session, "-r", requirements)
+    _install(session, "-e", ".[test]")
+    env = {"NNSCRATCH_BACKEND": backend, **_data_env()}
+    if device:
+        env["NNSCRATCH_DEVICE"] = device
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the library, tests, examples and benchmarks."""
+    _install(session, "ruff>=0.6")
+    session.run("ruff", "check", "nnscratch", "tests", "examples", "bench", "noxfile.py")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run the examples end to end on numpy: XOR, and the MNIST digit recognizer, which
+    must reach 98% test accuracy."""
+    _install(session, "-r", "backends/numpy.txt")
+    _install(session, "-e", ".[examples]")
+    env = {"NNSCRATCH_BACKEND": "numpy", **_data_env()}
+    session.run("python", "examples/xor.py", env=env)
+    session.run("python", "examples/mnist.py", "--min-accuracy", "0.98", *session.posargs,
+                env=env)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """nnscratch against PyTorch (and a plain NumPy reference) on the same MLP and on XOR;
+    writes bench/results/<machine>-<date>.json."""
+    _install(session, "-r", "backends/torch-cpu.txt")
+    _install(session, "-r", "backends/array-api-strict.txt")
+    _install(session, "-e", ".")
+    env = {"NNSCRATCH_BACKEND": "numpy", **_data_env()}
+    session.run("python", "bench/mlp.py", *session.posargs, env=env)
+    session.run("python", "bench/xor.py", env=env)
