@@ -205,7 +205,7 @@ class Sequential:
             for step in range(steps):
                 start = step * batch_size
                 if order is None:
-                    xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+                    xb, yb = X[start:start + batch_size, ...], y[start:start + batch_size, ...]
                 else:
                     index = order[start:start + batch_size]
                     xb, yb = xp.take(X, index, axis=0), xp.take(y, index, axis=0)
@@ -280,7 +280,7 @@ class Sequential:
         if batch_size >= samples:
             return self.forward(X, training=False)
         xp = namespace(X)
-        parts = [self.forward(X[start:start + batch_size], training=False)
+        parts = [self.forward(X[start:start + batch_size, ...], training=False)
                  for start in range(0, samples, batch_size)]
         return xp.concat(parts, axis=0)
 
@@ -297,7 +297,7 @@ class Sequential:
         batch_size = check_batch_size(batch_size, samples)
         total, correct = None, None
         for start in range(0, samples, batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = X[start:start + batch_size, ...], y[start:start + batch_size, ...]
             outputs = self.forward(xb, training=False)
             weighted = loss.forward(outputs, yb) * xb.shape[0]
             total = weighted if total is None else total + weighted
