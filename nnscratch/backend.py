@@ -143,8 +143,6 @@ def _make_backend(name: str, device: str | None) -> Backend:
         return Backend(name, xp, dev, torch)
     if name == "cupy":
         cupy = _import("cupy")
-        from array_api_compat import cupy as xp
-
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # CUDARuntimeError, or a missing driver library
@@ -165,6 +163,8 @@ def _make_backend(name: str, device: str | None) -> Backend:
                     f"device(s): use cuda:0 .. cuda:{count - 1}"
                 )
             index = int(text)
+        from array_api_compat import cupy as xp
+
         dev = cupy.cuda.Device(index)
         dev.use()
         return Backend(name, xp, dev, cupy)

@@ -15,11 +15,38 @@ The scalers follow the course notes' feature scaling, fitted on training data on
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
+import numpy as np
+
 from . import random
-from .backend import check_array, get_backend, namespace
+from .backend import _library_of, check_array, get_backend, namespace
 from .errors import ConfigError, DataError, ShapeError
+
+
+def as_checked_array(array: Any, what: str) -> Any:
+    """``array`` as an array of the active backend, or an error naming what is wrong.
+
+    Host data (NumPy arrays, nested lists) is turned into NumPy first, here at the host
+    boundary, so that ragged rows and non-numeric values raise ``ShapeError`` and
+    ``DataError`` on every backend instead of each library's own exception.
+    """
+    if _library_of(array) in (None, "numpy"):
+        try:
+            host = np.asarray(array)
+        except ValueError as exc:
+            raise ShapeError(
+                f"{what} cannot be made into an array: its rows have different lengths "
+                f"({exc}); every sample must have the same number of features"
+            ) from exc
+        if host.dtype.kind not in "biufc":
+            raise DataError(
+                f"{what} must hold numbers, got dtype {host.dtype}; convert or encode the "
+                "values first (e.g. X.astype(float))"
+            )
+        array = host
+    return check_array(array, what)
 
 
 def prepare_features(X: Any, in_features: int | None, dtype: str, what: str = "X") -> Any:
@@ -28,7 +55,7 @@ def prepare_features(X: Any, in_features: int | None, dtype: str, what: str = "X
     Integer arrays (e.g. uint8 pixels) are converted to ``dtype``; NaN or infinite
     values, a wrong number of dimensions or columns, and empty data raise.
     """
-    X = check_array(X, what)
+    X = as_checked_array(X, what)
     xp = namespace(X)
     if X.ndim != 2:
         hint = (" (a single sample? use X[None, :] or X.reshape(1, -1))" if X.ndim == 1
@@ -63,7 +90,7 @@ def prepare_targets(y: Any, samples: int, task: str, num_classes: int | None, dt
                     what: str = "y") -> Any:
     """Targets checked against the task: integer labels in ``[0, num_classes)`` (or
     one-hot rows) for multiclass, floats of the right length otherwise."""
-    y = check_array(y, what)
+    y = as_checked_array(y, what)
     xp = namespace(y)
     if y.ndim == 0 or y.shape[0] != samples:
         raise ShapeError(
@@ -71,26 +98,51 @@ def prepare_targets(y: Any, samples: int, task: str, num_classes: int | None, dt
             "the same length (one target per sample)"
         )
     if task == "multiclass" and y.ndim == 1:
-        if not xp.isdtype(y.dtype, "integral"):
-            if xp.isdtype(y.dtype, "bool") or not bool(xp.all(y == xp.round(y))):
-                raise DataError(
-                    f"class labels in {what} must be integers 0..{(num_classes or 1) - 1}, "
-                    f"got dtype {y.dtype}; convert them (e.g. y.astype(int))"
-                )
-        y = xp.astype(y, xp.int64)
-        low, high = int(xp.min(y)), int(xp.max(y))
-        if num_classes is not None and (low < 0 or high >= num_classes):
-            raise DataError(
-                f"class labels in {what} range from {low} to {high}, but the network has "
-                f"{num_classes} outputs, so labels must be in 0..{num_classes - 1}; check "
-                "the labels or the size of the last Dense layer"
-            )
-        return y
-    if not (xp.isdtype(y.dtype, "real floating") or xp.isdtype(y.dtype, "integral")):
-        raise DataError(f"{what} must hold numbers, got dtype {y.dtype}")
+        return _class_labels(xp, y, num_classes, what)
+    if task == "multiclass" and (y.ndim != 2 or (num_classes is not None
+                                                 and y.shape[1] != num_classes)):
+        raise ShapeError(
+            f"{what} has shape {tuple(y.shape)}; class targets must be integer labels of "
+            f"shape ({samples},) or one-hot rows of shape ({samples}, {num_classes}), one "
+            "column per output of the last layer"
+        )
+    if not (xp.isdtype(y.dtype, "real floating") or xp.isdtype(y.dtype, "integral")
+            or xp.isdtype(y.dtype, "bool")):
+        raise DataError(f"{what} must hold real numbers, got dtype {y.dtype}")
     y = xp.astype(y, getattr(xp, dtype)) if y.dtype != getattr(xp, dtype) else y
     if not bool(xp.all(xp.isfinite(y))):
-        raise DataError(f"{what} contains NaN or infinite values")
+        raise DataError(
+            f"{what} contains NaN or infinite values; clean or drop those samples first"
+        )
+    if task == "binary":
+        low, high = float(xp.min(y)), float(xp.max(y))
+        if low < 0.0 or high > 1.0:
+            raise DataError(
+                f"binary targets in {what} must be in [0, 1] (0/1 labels or probabilities), "
+                f"but they range from {low:g} to {high:g}; map the two classes to 0 and 1"
+            )
+    return y
+
+
+def _class_labels(xp: Any, y: Any, num_classes: int | None, what: str) -> Any:
+    """Integer class labels as int64, checked to be whole numbers in [0, num_classes)."""
+    if not xp.isdtype(y.dtype, "integral") and (
+        not xp.isdtype(y.dtype, "real floating")
+        or not bool(xp.all(xp.isfinite(y) & (y == xp.round(y))))
+    ):
+        raise DataError(
+            f"class labels in {what} must be integers 0..{(num_classes or 1) - 1}, "
+            f"got dtype {y.dtype} with values that are not whole numbers; convert them "
+            "(e.g. y.astype(int))"
+        )
+    y = xp.astype(y, xp.int64)
+    low, high = int(xp.min(y)), int(xp.max(y))
+    if num_classes is not None and (low < 0 or high >= num_classes):
+        raise DataError(
+            f"class labels in {what} range from {low} to {high}, but the network has "
+            f"{num_classes} outputs, so labels must be in 0..{num_classes - 1}; check "
+            "the labels or the size of the last Dense layer"
+        )
     return y
 
 
@@ -98,15 +150,23 @@ def check_batch_size(batch_size: int | None, samples: int) -> int:
     """The batch size to use: ``None`` means the whole dataset (batch gradient descent)."""
     if batch_size is None:
         return samples
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    return min(batch_size, samples)
+    try:  # int and NumPy integers; not floats, strings or bools
+        size = None if isinstance(batch_size, bool) else operator.index(batch_size)
+    except TypeError:
+        size = None
+    if size is None or size <= 0:
+        raise ConfigError(
+            f"batch_size must be a positive integer (or None for the whole dataset), "
+            f"got {batch_size!r}"
+        )
+    return min(size, samples)
 
 
 def train_validation_split(X: Any, y: Any, fraction: float,
                            seed: int | None = None) -> tuple[Any, Any, Any, Any]:
     """Hold out a random ``fraction`` of the samples for validation (host-seeded shuffle)."""
-    if not 0.0 < fraction < 1.0:
+    is_number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+    if not (is_number and 0.0 < fraction < 1.0):
         raise ConfigError(f"validation_split must be in (0, 1), got {fraction!r}")
     samples = X.shape[0]
     held_out = int(round(samples * fraction))
@@ -131,7 +191,7 @@ class _Scaler:
         self.scale: Any = None
 
     def fit(self, X: Any) -> _Scaler:
-        X = check_array(X, "X")
+        X = as_checked_array(X, "X")
         if X.ndim != 2 or X.shape[0] == 0:
             raise ShapeError(f"a scaler is fitted on 2-D, non-empty data; got {tuple(X.shape)}")
         xp = namespace(X)
@@ -145,7 +205,7 @@ class _Scaler:
     def transform(self, X: Any) -> Any:
         if self.center is None:
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit(X_train) first")
-        X = check_array(X, "X")
+        X = as_checked_array(X, "X")
         xp = namespace(X)
         if not xp.isdtype(X.dtype, "real floating"):
             X = xp.astype(X, self.center.dtype)

@@ -18,6 +18,7 @@ the course notes:
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 from . import random
@@ -159,8 +160,9 @@ class Sequential:
             raise ConfigError(f"loss must be a Loss (e.g. nn.SoftmaxCrossEntropy()), got {loss!r}")
         if not isinstance(optimizer, Optimizer):
             raise ConfigError(f"optimizer must be an Optimizer (e.g. nn.Adam()), got {optimizer!r}")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+        if isinstance(epochs, bool) or not hasattr(epochs, "__index__") or epochs <= 0:
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+        epochs = operator.index(epochs)
         X, y = self._prepare(X, y, loss)
         if validation_data is not None and validation_split:
             raise ConfigError("pass validation_data or validation_split, not both")
@@ -204,10 +206,11 @@ class Sequential:
             step_losses, correct = [], None
             for step in range(steps):
                 start = step * batch_size
+                stop = min(start + batch_size, samples)  # the standard forbids overshooting
                 if order is None:
-                    xb, yb = X[start:start + batch_size, ...], y[start:start + batch_size, ...]
+                    xb, yb = X[start:stop, ...], y[start:stop, ...]
                 else:
-                    index = order[start:start + batch_size]
+                    index = order[start:stop]
                     xb, yb = xp.take(X, index, axis=0), xp.take(y, index, axis=0)
                 outputs = self.forward(xb, training=True)
                 value = loss.forward(outputs, yb)
@@ -280,7 +283,7 @@ class Sequential:
         if batch_size >= samples:
             return self.forward(X, training=False)
         xp = namespace(X)
-        parts = [self.forward(X[start:start + batch_size, ...], training=False)
+        parts = [self.forward(X[start:min(start + batch_size, samples), ...], training=False)
                  for start in range(0, samples, batch_size)]
         return xp.concat(parts, axis=0)
 
@@ -297,7 +300,8 @@ class Sequential:
         batch_size = check_batch_size(batch_size, samples)
         total, correct = None, None
         for start in range(0, samples, batch_size):
-            xb, yb = X[start:start + batch_size, ...], y[start:start + batch_size, ...]
+            stop = min(start + batch_size, samples)
+            xb, yb = X[start:stop, ...], y[start:stop, ...]
             outputs = self.forward(xb, training=False)
             weighted = loss.forward(outputs, yb) * xb.shape[0]
             total = weighted if total is None else total + weighted
