@@ -66,7 +66,8 @@ class EarlyStopping(Callback):
 
         if not isinstance(patience, int) or patience < 0:
             raise ConfigError(f"patience must be a non-negative integer, got {patience!r}")
-        self.patience, self.monitor, self.min_delta = patience, monitor, float(min_delta)
+        self.patience, self.min_delta = patience, float(min_delta)
+        self._monitor_argument = self.monitor = monitor
         self.restore_best = restore_best
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -74,8 +75,8 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self, model: Any, info: dict[str, Any]) -> None:
         self.model = model
-        if self.monitor is None:
-            self.monitor = "val_loss" if info.get("validation") else "loss"
+        self.monitor = self._monitor_argument or ("val_loss" if info.get("validation")
+                                                  else "loss")
         self.best, self.best_epoch, self.stopped_epoch = None, None, None
         self._waited, self._best_values = 0, None
 

@@ -170,7 +170,9 @@ class SoftmaxCrossEntropy(Loss):
     """Softmax and categorical cross-entropy fused, from logits z, averaged over n:
 
         ``ln sᵢ_c = z_ic − m_i − ln Σ_k e^{z_ik − m_i}``   (log-sum-exp, m_i = max_k z_ik)
-        ``L = −(1/n) Σᵢ Σ_c y_ic ln s_ic``,     ``∂L/∂z = (s − y) / n``
+        ``L = −(1/n) Σᵢ Σ_c y_ic ln s_ic``,     ``∂L/∂z = (s Σ_c y_c − y) / n``
+
+    which is ``(s − y) / n`` for one-hot rows (and any target rows that sum to 1).
 
     The fused gradient is exact and cheap, where chaining Softmax's Jacobian with the
     cross-entropy's ``−y/p`` would divide by probabilities that underflow to 0.
@@ -191,10 +193,13 @@ class SoftmaxCrossEntropy(Loss):
         value = xp.sum(log_sums * row_weights - picked) / outputs.shape[0]
         exponentials /= sums
         self._probabilities, self._targets = exponentials, targets
+        self._row_weights = row_weights
         return value
 
     def backward(self) -> Any:
-        gradient = self._probabilities - self._targets
+        # Σ_c y_c is 1 for one-hot rows; kept so rows that do not sum to 1 (a zero row
+        # masking a sample out) get the gradient of the value forward returned.
+        gradient = self._probabilities * self._row_weights - self._targets
         gradient *= 1.0 / gradient.shape[0]
         return gradient
 

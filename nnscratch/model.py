@@ -174,15 +174,10 @@ class Sequential:
 
         self.loss = loss
         backend = get_backend()
-        xp = backend.xp
         samples = X.shape[0]
         batch_size = check_batch_size(batch_size, samples)
         steps = -(-samples // batch_size)
         rng = random.make_generator(seed, "shuffle") if seed is not None else None
-        parameters = self.parameters()
-        penalized = any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0)
-                        for layer in self.layers)
-        classifying = loss.task != "regression"
         base_lr = optimizer.lr
 
         history = History()
@@ -194,48 +189,65 @@ class Sequential:
         self.stop_training = False
         for callback in callbacks:
             callback.on_train_begin(self, info)
-        for epoch in range(epochs):
-            if schedule is not None:
-                optimizer.lr = schedule(base_lr, epoch)
-            for callback in callbacks:
-                callback.on_epoch_begin(epoch)
-            # A full batch needs no shuffle: the mean gradient does not depend on order.
-            order = None
-            if shuffle and steps > 1:
-                order = backend.asarray(random.permutation(samples, rng))
-            step_losses, correct = [], None
-            for step in range(steps):
-                start = step * batch_size
-                stop = min(start + batch_size, samples)  # the standard forbids overshooting
-                if order is None:
-                    xb, yb = X[start:stop, ...], y[start:stop, ...]
-                else:
-                    index = order[start:stop]
-                    xb, yb = xp.take(X, index, axis=0), xp.take(y, index, axis=0)
-                outputs = self.forward(xb, training=True)
-                value = loss.forward(outputs, yb)
-                if penalized:
-                    value = value + self.regularization_loss()
-                self.backward(loss.backward(), need_input_grad=False)
-                optimizer.step(parameters)
-                step_losses.append(value)
-                if classifying:
-                    count = correct_count(outputs, yb, loss.task, loss.threshold)
-                    correct = count if correct is None else correct + count
+        try:
+            for epoch in range(epochs):
+                if schedule is not None:
+                    optimizer.lr = schedule(base_lr, epoch)
                 for callback in callbacks:
-                    callback.on_batch_end(step, value)
-            logs = self._epoch_logs(xp, step_losses, correct, samples, batch_size, epoch,
-                                    loss, optimizer.lr)
-            if validation_data is not None:
-                scores = self.evaluate(*validation_data, loss=loss, _checked=True)
-                logs.update({f"val_{key}": value for key, value in scores.items()})
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+                    callback.on_epoch_begin(epoch)
+                # A full batch needs no shuffle: the mean gradient does not depend on order.
+                order = None
+                if shuffle and steps > 1:
+                    order = backend.asarray(random.permutation(samples, rng))
+                step_losses, correct = self._train_epoch(X, y, order, batch_size, loss,
+                                                         optimizer, callbacks)
+                logs = self._epoch_logs(backend.xp, step_losses, correct, samples, batch_size,
+                                        epoch, loss, optimizer.lr)
+                if validation_data is not None:
+                    scores = self.evaluate(*validation_data, loss=loss, _checked=True)
+                    logs.update({f"val_{key}": value for key, value in scores.items()})
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            if schedule is not None:  # a later fit starts from the rate the user gave
+                optimizer.lr = base_lr
         for callback in callbacks:
             callback.on_train_end()
         return history
+
+    def _train_epoch(self, X: Any, y: Any, order: Any, batch_size: int, loss: Loss,
+                     optimizer: Optimizer, callbacks: list[Callback]) -> tuple[list[Any], Any]:
+        """One pass over the data: a gradient step per batch. Returns the steps' losses
+        and the number of correct predictions, still on the device."""
+        xp = namespace(X)
+        samples = X.shape[0]
+        parameters = self.parameters()
+        penalized = any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0)
+                        for layer in self.layers)
+        classifying = loss.task != "regression"
+        step_losses, correct = [], None
+        for step, start in enumerate(range(0, samples, batch_size)):
+            stop = min(start + batch_size, samples)  # the standard forbids overshooting
+            if order is None:
+                xb, yb = X[start:stop, ...], y[start:stop, ...]
+            else:
+                index = order[start:stop]
+                xb, yb = xp.take(X, index, axis=0), xp.take(y, index, axis=0)
+            outputs = self.forward(xb, training=True)
+            value = loss.forward(outputs, yb)
+            if penalized:
+                value = value + self.regularization_loss()
+            self.backward(loss.backward(), need_input_grad=False)
+            optimizer.step(parameters)
+            step_losses.append(value)
+            if classifying:
+                count = correct_count(outputs, yb, loss.task, loss.threshold)
+                correct = count if correct is None else correct + count
+            for callback in callbacks:
+                callback.on_batch_end(step, value)
+        return step_losses, correct
 
     def _epoch_logs(self, xp: Any, step_losses: list[Any], correct: Any, samples: int,
                     batch_size: int, epoch: int, loss: Loss, lr: float) -> dict[str, float]:

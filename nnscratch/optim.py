@@ -21,7 +21,8 @@ from .layers import Parameter
 
 
 def _positive(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) \
+            or not 0 < value < math.inf:
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -116,6 +117,7 @@ class SGD(Optimizer):
         super().__init__(lr)
         self.momentum = _fraction("momentum", momentum)
         self.nesterov = bool(nesterov)
+        self.slot_names = ("momentum_buffer",) if self.momentum else ()
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         if self.nesterov and self.momentum == 0.0:
             raise ConfigError("Nesterov momentum needs momentum > 0")
