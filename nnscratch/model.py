@@ -124,6 +124,10 @@ class Sequential:
             grad_output = self.layers[index].backward(grad_output, needed)
         return grad_output
 
+    @property
+    def _penalized(self) -> bool:
+        return any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0) for layer in self.layers)
+
     def regularization_loss(self) -> Any:
         penalty = 0.0
         for layer in self.layers:
@@ -179,6 +183,7 @@ class Sequential:
         steps = -(-samples // batch_size)
         rng = random.make_generator(seed, "shuffle") if seed is not None else None
         base_lr = optimizer.lr
+        parameters = self.parameters()
 
         history = History()
         callbacks = [history, *callbacks]
@@ -200,7 +205,7 @@ class Sequential:
                 if shuffle and steps > 1:
                     order = backend.asarray(random.permutation(samples, rng))
                 step_losses, correct = self._train_epoch(X, y, order, batch_size, loss,
-                                                         optimizer, callbacks)
+                                                         optimizer, parameters, callbacks)
                 logs = self._epoch_logs(backend.xp, step_losses, correct, samples, batch_size,
                                         epoch, loss, optimizer.lr)
                 if validation_data is not None:
@@ -218,14 +223,13 @@ class Sequential:
         return history
 
     def _train_epoch(self, X: Any, y: Any, order: Any, batch_size: int, loss: Loss,
-                     optimizer: Optimizer, callbacks: list[Callback]) -> tuple[list[Any], Any]:
+                     optimizer: Optimizer, parameters: list[Parameter],
+                     callbacks: list[Callback]) -> tuple[list[Any], Any]:
         """One pass over the data: a gradient step per batch. Returns the steps' losses
         and the number of correct predictions, still on the device."""
         xp = namespace(X)
         samples = X.shape[0]
-        parameters = self.parameters()
-        penalized = any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0)
-                        for layer in self.layers)
+        penalized = self._penalized
         classifying = loss.task != "regression"
         step_losses, correct = [], None
         for step, start in enumerate(range(0, samples, batch_size)):

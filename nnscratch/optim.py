@@ -195,8 +195,13 @@ class Adam(Optimizer):
         m̂ = m / (1 − β₁ᵗ),   v̂ = v / (1 − β₂ᵗ)      bias corrections
         w ← w − α m̂ / (√v̂ + ε)
 
-    computed as torch does, with the corrections folded into scalars:
-    ``w ← w − (α / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)``.
+    The bias corrections are folded into two scalars, which gives the same w:
+
+        α_t = α √(1 − β₂ᵗ) / (1 − β₁ᵗ),   ε_t = ε √(1 − β₂ᵗ),   w ← w − α_t m / (√v + ε_t)
+
+    The code updates m, v and w in place and reuses one scratch array per parameter:
+    on NumPy a fresh temporary the size of a weight matrix costs more (page faults on
+    the new memory) than the arithmetic on it, and Adam touches every weight each step.
     """
 
     slot_names = ("m", "v")
@@ -209,6 +214,7 @@ class Adam(Optimizer):
         self.betas = (_fraction("beta1", betas[0]), _fraction("beta2", betas[1]))
         self.eps = _positive("eps", eps)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
+        self._scratch: dict[Parameter, Any] = {}  # working memory, not optimizer state
 
     def update(self, param: Parameter, w: Any, g: Any) -> None:
         xp = namespace(w)
@@ -217,19 +223,27 @@ class Adam(Optimizer):
             g = g + self.weight_decay * w
         state = self.slots(param)
         m, v = state["m"], state["v"]
+        scratch = self._scratch.get(param)
+        if scratch is None or scratch.shape != w.shape:
+            scratch = self._scratch[param] = xp.empty_like(w)
+        # m ← β₁ m + (1 − β₁) g, computed as β₁ (m − g) + g
+        m -= g
         m *= beta1
-        m += (1.0 - beta1) * g
+        m += g
+        # v ← β₂ v + (1 − β₂) g²
+        scratch[...] = g
+        scratch *= g
+        scratch *= 1.0 - beta2
         v *= beta2
-        squared = g * g
-        squared *= 1.0 - beta2
-        v += squared
-        step_size = self.lr / (1.0 - beta1**self.t)
+        v += scratch
+        # w ← w − α_t m / (√v + ε_t)
+        correction2 = math.sqrt(1.0 - beta2**self.t)
         denominator = xp.sqrt(v)
-        denominator *= 1.0 / math.sqrt(1.0 - beta2**self.t)
-        denominator += self.eps
-        update = m / denominator
-        update *= step_size
-        w -= update
+        denominator += self.eps * correction2
+        scratch[...] = m
+        scratch /= denominator
+        scratch *= self.lr * correction2 / (1.0 - beta1**self.t)
+        w -= scratch
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,

@@ -1,0 +1,175 @@
+"""Pictures of a training run: learning curves, a confusion matrix, misclassified digits.
+
+This module sits on the host side of the backend line: it takes host data (NumPy
+arrays, lists, a ``History``), so move device arrays over first with ``nn.to_numpy``.
+matplotlib is optional (part of the ``examples`` extra): it is imported inside each
+function, and a missing matplotlib raises :class:`PlottingUnavailableError` saying how
+to install it. Figures are drawn with the non-interactive Agg canvas, without pyplot
+(no global state, no window), and each PNG is written atomically: a reader never sees
+half an image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from ._files import atomic_write
+from .errors import NNScratchError, ShapeError
+
+_INSTALL_HINT = "pip install matplotlib (or: pip install 'nnscratch[examples]')"
+
+
+class PlottingUnavailableError(NNScratchError, ImportError):
+    """matplotlib, which the plotting functions need, is not installed."""
+
+
+def _figure(width: float, height: float) -> Any:
+    """A matplotlib Figure bound to the Agg canvas (PNG rendering, no display)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise PlottingUnavailableError(
+            f"plotting needs matplotlib, which is not installed ({exc}). Install it with: "
+            f"{_INSTALL_HINT}"
+        ) from exc
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _write_png(figure: Any, path: str | os.PathLike) -> None:
+    """Render ``figure`` to PNG in memory, then write it to ``path`` atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def plot_learning_curves(history: Any, path: str | os.PathLike) -> None:
+    """Two panels, loss and accuracy per epoch, each with the training and (where
+    recorded) validation curve.
+
+    ``history`` is a ``History`` (``fit``'s return value) or its ``.history`` dict:
+    ``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}``.
+    """
+    curves = getattr(history, "history", history)
+    if not isinstance(curves, dict) or not curves.get("loss"):
+        raise ShapeError(
+            "plot_learning_curves needs a History or a dict with a non-empty 'loss' list, "
+            f"got {history!r}"
+        )
+    figure = _figure(10, 4)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    for axes, metric, title in ((loss_axes, "loss", "loss"),
+                                (accuracy_axes, "accuracy", "accuracy")):
+        for key, label, style in ((metric, "training", "o-"),
+                                  (f"val_{metric}", "validation", "s--")):
+            values = curves.get(key)
+            if values:
+                epochs = range(1, len(values) + 1)
+                axes.plot(epochs, values, style, label=label, markersize=3)
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend()
+        else:
+            axes.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center",
+                      transform=axes.transAxes)
+    figure.tight_layout()
+    _write_png(figure, path)
+
+
+def plot_confusion_matrix(matrix: Any, path: str | os.PathLike,
+                          labels: list[str] | None = None) -> None:
+    """The confusion matrix as a heat map with every count written in its cell;
+    ``matrix[i, j]`` counts the samples of true class i predicted as class j."""
+    counts = np.asarray(matrix)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
+        raise ShapeError(f"a confusion matrix must be square, got shape {counts.shape}")
+    classes = counts.shape[0]
+    names = [str(label) for label in labels] if labels is not None else [
+        str(index) for index in range(classes)]
+    if len(names) != classes:
+        raise ShapeError(f"{len(names)} labels for a {classes}x{classes} confusion matrix")
+    side = max(4.0, 0.6 * classes + 2.0)
+    figure = _figure(side + 1.0, side)
+    axes = figure.subplots()
+    image = axes.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    threshold = counts.max() / 2.0 if counts.size else 0.0
+    font_size = 8 if classes <= 12 else 6
+    for row in range(classes):
+        for column in range(classes):
+            value = counts[row, column]
+            text = f"{value:g}" if counts.dtype.kind == "f" else str(int(value))
+            axes.text(column, row, text, ha="center", va="center", fontsize=font_size,
+                      color="white" if value > threshold else "black")
+    axes.set_xticks(range(classes), names)
+    axes.set_yticks(range(classes), names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    total = counts.sum()
+    correct = np.trace(counts)
+    share = f" (accuracy {correct / total:.4f})" if total else ""
+    axes.set_title(f"confusion matrix{share}")
+    figure.tight_layout()
+    _write_png(figure, path)
+
+
+def plot_misclassified(images: Any, true_labels: Any, predicted_labels: Any,
+                       path: str | os.PathLike, max_images: int = 36) -> None:
+    """A grid of (at most ``max_images``) images, each titled "true T / pred P".
+
+    ``images`` are square grey images, as (n, side, side) or flattened (n, side²) rows
+    (28x28 MNIST, 8x8 digits); with none, the picture says so.
+    """
+    pictures = np.asarray(images, dtype=np.float64)
+    expected = np.asarray(true_labels).reshape(-1)
+    predicted = np.asarray(predicted_labels).reshape(-1)
+    if pictures.ndim == 2:
+        side = math.isqrt(pictures.shape[1])
+        if side * side != pictures.shape[1]:
+            raise ShapeError(
+                f"flattened images must have a square number of pixels, got {pictures.shape[1]}"
+            )
+        pictures = pictures.reshape(pictures.shape[0], side, side)
+    if pictures.ndim != 3:
+        raise ShapeError(f"images must be (n, side, side) or (n, side*side), got {pictures.shape}")
+    if not pictures.shape[0] == expected.shape[0] == predicted.shape[0]:
+        raise ShapeError(
+            f"{pictures.shape[0]} images, {expected.shape[0]} true labels and "
+            f"{predicted.shape[0]} predicted labels: they must match"
+        )
+    count = min(pictures.shape[0], max(0, int(max_images)))
+    if count == 0:
+        figure = _figure(4, 2)
+        figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+        _write_png(figure, path)
+        return
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    figure = _figure(1.5 * columns, 1.7 * rows)
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
+    for index, axes in enumerate(grid):
+        axes.axis("off")
+        if index < count:
+            axes.imshow(pictures[index], cmap="gray", interpolation="nearest")
+            axes.set_title(f"true {expected[index]} / pred {predicted[index]}", fontsize=8,
+                           color="firebrick")
+    figure.tight_layout()
+    _write_png(figure, path)
+
+
+__all__ = [
+    "PlottingUnavailableError",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+    "plot_misclassified",
+]
