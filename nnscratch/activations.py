@@ -101,8 +101,11 @@ class ReLU(Activation):
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
         xp = namespace(grad_output)
-        # y > 0 exactly where z > 0; where() keeps g there and writes 0 elsewhere.
-        return xp.where(self._cache > 0.0, grad_output, 0.0)
+        # y > 0 exactly where z > 0. Multiplying by the 0/1 mask is the same as
+        # where(y > 0, g, 0) for finite g, and several times faster on NumPy.
+        gradient = xp.astype(self._cache > 0.0, grad_output.dtype)
+        gradient *= grad_output
+        return gradient
 
 
 class LeakyReLU(Activation):

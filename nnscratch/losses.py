@@ -176,7 +176,7 @@ class SoftmaxCrossEntropy(Loss):
     """Softmax and categorical cross-entropy fused, from logits z, averaged over n:
 
         ``ln sᵢ_c = z_ic − m_i − ln Σ_k e^{z_ik − m_i}``   (log-sum-exp, m_i = max_k z_ik)
-        ``L = −(1/n) Σᵢ Σ_c y_ic ln s_ic``,     ``∂L/∂z = (s Σ_c y_c − y) / n``
+        ``L = −(1/n) Σᵢ Σ_c y_ic ln s_ic``,     ``∂L/∂z = (s Σ_c y_ic − y) / n``
 
     which is ``(s − y) / n`` for one-hot rows (and any target rows that sum to 1).
 
@@ -188,24 +188,28 @@ class SoftmaxCrossEntropy(Loss):
 
     def forward(self, outputs: Any, targets: Any) -> Any:
         xp = namespace(outputs)
+        from_labels = targets.ndim == 1
         targets = _class_targets(outputs, targets, self)
         shifted = outputs - xp.max(outputs, axis=1, keepdims=True)
         exponentials = xp.exp(shifted)
         sums = xp.sum(exponentials, axis=1, keepdims=True)
-        # Σ_c y_c (ln Σ e − shifted_c) for each row, with Σ_c y_c = 1 for one-hot rows.
+        # Σ_c y_c (ln Σ e − shifted_c) for each row. Rows made from integer labels sum to
+        # 1; given target rows may not (a zero row masks a sample out), so weigh by Σ_c y_c.
         log_sums = xp.log(sums)
-        picked = xp.sum(targets * shifted, axis=1, keepdims=True)
-        row_weights = xp.sum(targets, axis=1, keepdims=True)
-        value = xp.sum(log_sums * row_weights - picked) / outputs.shape[0]
+        self._row_weights = None if from_labels else xp.sum(targets, axis=1, keepdims=True)
+        if self._row_weights is not None:
+            log_sums *= self._row_weights
+        picked = xp.sum(targets * shifted)
+        value = (xp.sum(log_sums) - picked) * (1.0 / outputs.shape[0])
         exponentials /= sums
         self._probabilities, self._targets = exponentials, targets
-        self._row_weights = row_weights
         return value
 
     def backward(self) -> Any:
-        # Σ_c y_c is 1 for one-hot rows; kept so rows that do not sum to 1 (a zero row
-        # masking a sample out) get the gradient of the value forward returned.
-        gradient = self._probabilities * self._row_weights - self._targets
+        probabilities = self._probabilities
+        if self._row_weights is not None:
+            probabilities = probabilities * self._row_weights
+        gradient = probabilities - self._targets
         gradient *= 1.0 / gradient.shape[0]
         return gradient
 

@@ -234,7 +234,9 @@ class Sequential:
         step_losses, correct = [], None
         for step, start in enumerate(range(0, samples, batch_size)):
             stop = min(start + batch_size, samples)  # the standard forbids overshooting
-            if order is None:
+            if stop - start == samples:  # batch gradient descent: the whole set
+                xb, yb = X, y
+            elif order is None:
                 xb, yb = X[start:stop, ...], y[start:stop, ...]
             else:
                 index = order[start:stop]
@@ -256,7 +258,7 @@ class Sequential:
     def _epoch_logs(self, xp: Any, step_losses: list[Any], correct: Any, samples: int,
                     batch_size: int, epoch: int, loss: Loss, lr: float) -> dict[str, float]:
         """The epoch's mean loss (and accuracy), read from the device in one transfer."""
-        if len(step_losses) == 1:
+        if len(step_losses) == 1:  # one host read, not a stack and a copy
             losses = [float(step_losses[0])]
         else:
             losses = to_numpy(xp.stack([xp.asarray(v) for v in step_losses])).tolist()
