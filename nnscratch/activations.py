@@ -55,8 +55,10 @@ class Step(Activation):
 class Sigmoid(Activation):
     """Logistic function ``σ(z) = 1 / (1 + e^{−z})``, ``σ'(z) = σ(z)(1 − σ(z))``.
 
-    With ``e = e^{−|z|}`` (never overflows): ``σ(z) = 1/(1 + e)`` for z ≥ 0 and
-    ``e/(1 + e)`` for z < 0, both exact to the last bit even far in the tails.
+    Computed as ``σ(z) = e^{min(z, 0)} / (1 + e^{−|z|})``: for z ≥ 0 that is
+    ``1 / (1 + e^{−z})``, for z < 0 it is ``e^{z} / (1 + e^{z})``. Neither exponent is
+    ever positive, so nothing overflows, and σ(−50) ≈ 1.9e-22 keeps all its digits
+    (``½(1 + tanh(z/2))`` would round it to 0).
     """
 
     def forward(self, x: Any, training: bool = False) -> Any:
@@ -72,9 +74,9 @@ class Sigmoid(Activation):
 def sigmoid(x: Any) -> Any:
     """The logistic function, computed without overflow (see ``Sigmoid``)."""
     xp = namespace(x)
-    e = xp.exp(-xp.abs(x))
-    reciprocal = 1.0 / (1.0 + e)
-    return xp.where(x >= 0.0, reciprocal, e * reciprocal)
+    denominator = xp.exp(-xp.abs(x))
+    denominator += 1.0
+    return xp.exp(xp.minimum(x, 0.0)) / denominator
 
 
 class Tanh(Activation):

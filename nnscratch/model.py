@@ -194,18 +194,22 @@ class Sequential:
         self.stop_training = False
         for callback in callbacks:
             callback.on_train_begin(self, info)
+        # Only the hooks a callback overrides are called: a step is microseconds on a
+        # small network, and most callbacks ignore most hooks.
+        epoch_begin_hooks = _hooks(callbacks, "on_epoch_begin")
+        batch_end_hooks = _hooks(callbacks, "on_batch_end")
         try:
             for epoch in range(epochs):
                 if schedule is not None:
                     optimizer.lr = schedule(base_lr, epoch)
-                for callback in callbacks:
-                    callback.on_epoch_begin(epoch)
+                for hook in epoch_begin_hooks:
+                    hook(epoch)
                 # A full batch needs no shuffle: the mean gradient does not depend on order.
                 order = None
                 if shuffle and steps > 1:
                     order = backend.asarray(random.permutation(samples, rng))
                 step_losses, correct = self._train_epoch(X, y, order, batch_size, loss,
-                                                         optimizer, parameters, callbacks)
+                                                         optimizer, parameters, batch_end_hooks)
                 logs = self._epoch_logs(backend.xp, step_losses, correct, samples, batch_size,
                                         epoch, loss, optimizer.lr)
                 if validation_data is not None:
@@ -224,12 +228,12 @@ class Sequential:
 
     def _train_epoch(self, X: Any, y: Any, order: Any, batch_size: int, loss: Loss,
                      optimizer: Optimizer, parameters: list[Parameter],
-                     callbacks: list[Callback]) -> tuple[list[Any], Any]:
+                     batch_end_hooks: list[Any]) -> tuple[list[Any], Any]:
         """One pass over the data: a gradient step per batch. Returns the steps' losses
         and the number of correct predictions, still on the device."""
         xp = namespace(X)
         samples = X.shape[0]
-        penalized = self._penalized
+        penalized = self._penalized  # any L1/L2 terms to add to the loss
         classifying = loss.task != "regression"
         step_losses, correct = [], None
         for step, start in enumerate(range(0, samples, batch_size)):
@@ -251,8 +255,8 @@ class Sequential:
             if classifying:
                 count = correct_count(outputs, yb, loss.task, loss.threshold)
                 correct = count if correct is None else correct + count
-            for callback in callbacks:
-                callback.on_batch_end(step, value)
+            for hook in batch_end_hooks:
+                hook(step, value)
         return step_losses, correct
 
     def _epoch_logs(self, xp: Any, step_losses: list[Any], correct: Any, samples: int,
@@ -341,6 +345,12 @@ class Sequential:
         from .io import save
 
         save(self, path, optimizer=optimizer, metadata=metadata)
+
+
+def _hooks(callbacks: list[Callback], name: str) -> list[Any]:
+    """The bound ``name`` methods of the callbacks that override it."""
+    return [getattr(callback, name) for callback in callbacks
+            if getattr(type(callback), name) is not getattr(Callback, name)]
 
 
 def _numel(shape: tuple[int, ...]) -> int:
