@@ -35,6 +35,9 @@ BACKENDS = [
 ]
 
 
+REFERENCES = ["-r", "backends/torch-cpu.txt", "-r", "backends/array-api-strict.txt"]
+
+
 def _data_env() -> dict[str, str]:
     env = {}
     shared = ROOT.parent / "shared" / "data" / "mnist"
@@ -76,7 +79,10 @@ def tests(session: nox.Session, backend: str, device: str, requirements: str | N
             session.skip("no CUDA device (nvidia-smi not found or shows no GPU): the CuPy "
                          "suite runs only on a machine with an NVIDIA GPU")
         requirements = f"backends/cupy-cuda{13 if cuda >= 13 else 12}x.txt"
-    _install(session, "-r", requirements)
+    # Every session also gets the CPU references: PyTorch (autograd and torch.optim are
+    # the trusted gradients and updates) and array-api-strict, so that the cross-backend
+    # tests (same seed, same weights on every backend) run in every session too.
+    _install(session, "-r", requirements, *REFERENCES)
     _install(session, "-e", ".[test]")
     env = {"NNSCRATCH_BACKEND": backend, **_data_env()}
     if device:
