@@ -65,6 +65,8 @@ def plot_learning_curves(history: Any, path: str | os.PathLike) -> None:
             f"got {history!r}"
         )
     figure = _figure(10, 4)
+    from matplotlib.ticker import MaxNLocator
+
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     for axes, metric, title in ((loss_axes, "loss", "loss"),
                                 (accuracy_axes, "accuracy", "accuracy")):
@@ -76,6 +78,7 @@ def plot_learning_curves(history: Any, path: str | os.PathLike) -> None:
                 axes.plot(epochs, values, style, label=label, markersize=3)
         axes.set_title(title)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend()
