@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -80,3 +82,14 @@ def mnist_path() -> Path:
     if path is None:
         pytest.skip("MNIST files not found: set NNSCRATCH_DATA to the folder holding them")
     return path
+
+
+def load_mnist_example() -> ModuleType:
+    """examples/mnist.py as a module (it is a script, not part of the package)."""
+    name = "nnscratch_example_mnist"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "mnist.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while being built
+        spec.loader.exec_module(module)
+    return sys.modules[name]

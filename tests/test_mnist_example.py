@@ -5,7 +5,6 @@ output a user sees, the loud fallback to the 8x8 digits when MNIST is unavailabl
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import load_mnist_example
 
 import nnscratch as nn
 import nnscratch.datasets.mnist as mnist_data
@@ -30,18 +30,7 @@ EPOCH_LINE = re.compile(
 pytest.importorskip("safetensors", reason="checkpoints need the optional package safetensors")
 
 
-def load_example() -> Any:
-    """examples/mnist.py as a module (it is a script, not part of the package)."""
-    name = "nnscratch_example_mnist"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while being built
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-mnist = load_example()
+mnist = load_mnist_example()
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:

@@ -8,7 +8,6 @@ SIGINT to the script running as a subprocess on MNIST.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import load_mnist_example
 
 import nnscratch as nn
 
@@ -29,18 +29,7 @@ SCRIPT = ROOT / "examples" / "mnist.py"
 pytest.importorskip("safetensors", reason="checkpoints need the optional package safetensors")
 
 
-def load_example() -> Any:
-    """examples/mnist.py as a module (it is a script, not part of the package)."""
-    name = "nnscratch_example_mnist"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while being built
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-mnist = load_example()
+mnist = load_mnist_example()
 
 
 @pytest.fixture
