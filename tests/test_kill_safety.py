@@ -63,15 +63,20 @@ def _child(code: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_download_killed_midway_leaves_no_file(slow_server, tmp_path: Path) -> None:
-    url, payload = slow_server
-    dest = tmp_path / "train-images-idx3-ubyte"
-    child = _child(f"""
+def _downloading_child(url: str, payload: bytes, dest: Path) -> subprocess.Popen:
+    """A process that downloads ``url`` to ``dest`` with the library's downloader."""
+    return _child(f"""
         from nnscratch.datasets.mnist import download_file
         download_file([{url!r}], {str(dest)!r}, {hashlib.md5(payload).hexdigest()!r},
                       {len(payload)}, progress=False)
         print("finished")
     """)
+
+
+def test_download_killed_midway_leaves_no_file(slow_server, tmp_path: Path) -> None:
+    url, payload = slow_server
+    dest = tmp_path / "train-images-idx3-ubyte"
+    child = _downloading_child(url, payload, dest)
     deadline = time.monotonic() + 30
     while SlowHandler.sent < len(payload) // 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -88,12 +93,7 @@ def test_download_that_finishes_is_complete(slow_server, tmp_path: Path) -> None
     passing merely because nothing is ever written."""
     url, payload = slow_server
     dest = tmp_path / "train-images-idx3-ubyte"
-    child = _child(f"""
-        from nnscratch.datasets.mnist import download_file
-        download_file([{url!r}], {str(dest)!r}, {hashlib.md5(payload).hexdigest()!r},
-                      {len(payload)}, progress=False)
-        print("finished")
-    """)
+    child = _downloading_child(url, payload, dest)
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err.decode()
     assert dest.read_bytes() == payload
