@@ -110,44 +110,25 @@ def _hidden_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _checked(convert: Any, accept: Any, expected: str) -> Any:
+    """An argparse type: ``convert`` the text, then insist that ``accept(value)`` holds."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
+_positive_int = _checked(int, lambda value: value > 0, "a positive integer")
+_non_negative_int = _checked(int, lambda value: value >= 0, "a non-negative integer")
+_positive_float = _checked(float, lambda value: 0 < value < math.inf, "a positive number")
+_fraction = _checked(float, lambda value: 0.0 <= value <= 1.0, "a number between 0 and 1")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
