@@ -58,6 +58,18 @@ def _same_shape_targets(outputs: Any, targets: Any, loss: Loss) -> Any:
     return targets
 
 
+_EPSILON: dict[Any, float] = {}
+
+
+def machine_epsilon(xp: Any, dtype: Any) -> float:
+    """The gap between 1 and the next number of ``dtype`` (remembered per dtype:
+    ``finfo`` costs a microsecond, and the losses ask on every step)."""
+    eps = _EPSILON.get(dtype)
+    if eps is None:
+        eps = _EPSILON[dtype] = float(xp.finfo(dtype).eps)
+    return eps
+
+
 def one_hot(labels: Any, num_classes: int, dtype: Any) -> Any:
     """Rows of the identity matrix picked by integer ``labels``: shape (n, num_classes)."""
     xp = namespace(labels)
@@ -125,7 +137,7 @@ class BinaryCrossEntropy(Loss):
             losses = xp.maximum(outputs, 0.0) - outputs * targets
             losses += xp.log1p(xp.exp(-xp.abs(outputs)))
             return xp.sum(losses) * (1.0 / element_count(losses))
-        eps = float(xp.finfo(outputs.dtype).eps)
+        eps = machine_epsilon(xp, outputs.dtype)
         # maximum/minimum rather than clip: the same values, and much cheaper per call
         p = xp.minimum(xp.maximum(outputs, eps), 1.0 - eps)
         self._probabilities = p
@@ -163,7 +175,7 @@ class CategoricalCrossEntropy(Loss):
     def forward(self, outputs: Any, targets: Any) -> Any:
         xp = namespace(outputs)
         targets = _class_targets(outputs, targets, self)
-        eps = float(xp.finfo(outputs.dtype).eps)
+        eps = machine_epsilon(xp, outputs.dtype)
         p = xp.maximum(outputs, eps)
         self._probabilities, self._targets = p, targets
         return -xp.sum(targets * xp.log(p)) / outputs.shape[0]

@@ -124,7 +124,6 @@ class Sequential:
             grad_output = self.layers[index].backward(grad_output, needed)
         return grad_output
 
-    @property
     def _penalized(self) -> bool:
         return any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0) for layer in self.layers)
 
@@ -184,6 +183,10 @@ class Sequential:
         rng = random.make_generator(seed, "shuffle") if seed is not None else None
         base_lr = optimizer.lr
         parameters = self.parameters()
+        penalized = self._penalized()  # any L1/L2 terms to add to the loss
+        # accuracy counts samples (multiclass) or output elements (binary)
+        judged = samples * (1 if loss.task == "multiclass" else self._binary_width())
+        data = (X, y, self._expected(y, loss))
 
         history = History()
         callbacks = [history, *callbacks]
@@ -208,10 +211,11 @@ class Sequential:
                 order = None
                 if shuffle and steps > 1:
                     order = backend.asarray(random.permutation(samples, rng))
-                step_losses, correct = self._train_epoch(X, y, order, batch_size, loss,
-                                                         optimizer, parameters, batch_end_hooks)
+                step_losses, correct = self._train_epoch(
+                    data, order, batch_size, loss, optimizer, parameters, penalized,
+                    batch_end_hooks)
                 logs = self._epoch_logs(backend.xp, step_losses, correct, samples, batch_size,
-                                        epoch, loss, optimizer.lr)
+                                        judged, epoch, optimizer.lr)
                 if validation_data is not None:
                     scores = self.evaluate(*validation_data, loss=loss, _checked=True)
                     logs.update({f"val_{key}": value for key, value in scores.items()})
@@ -226,25 +230,28 @@ class Sequential:
             callback.on_train_end()
         return history
 
-    def _train_epoch(self, X: Any, y: Any, order: Any, batch_size: int, loss: Loss,
-                     optimizer: Optimizer, parameters: list[Parameter],
-                     batch_end_hooks: list[Any]) -> tuple[list[Any], Any]:
-        """One pass over the data: a gradient step per batch. Returns the steps' losses
-        and the number of correct predictions, still on the device."""
+    def _train_epoch(self, data: tuple[Any, Any, Any], order: Any, batch_size: int,
+                     loss: Loss, optimizer: Optimizer, parameters: list[Parameter],
+                     penalized: bool, batch_end_hooks: list[Any]) -> tuple[list[Any], Any]:
+        """One pass over the data: a gradient step per batch. ``data`` is (X, y, the
+        expected predictions or None, see ``_expected``). Returns the steps' losses and
+        the number of correct predictions, still on the device."""
+        X, y, expected = data
         xp = namespace(X)
         samples = X.shape[0]
-        penalized = self._penalized  # any L1/L2 terms to add to the loss
-        classifying = loss.task != "regression"
+        multiclass = loss.task == "multiclass"
         step_losses, correct = [], None
         for step, start in enumerate(range(0, samples, batch_size)):
             stop = min(start + batch_size, samples)  # the standard forbids overshooting
             if stop - start == samples:  # batch gradient descent: the whole set
-                xb, yb = X, y
+                xb, yb, eb = X, y, expected
             elif order is None:
-                xb, yb = X[start:stop, ...], y[start:stop, ...]
+                xb, yb, eb = (None if a is None else a[start:stop, ...] for a in data)
             else:
                 index = order[start:stop]
                 xb, yb = xp.take(X, index, axis=0), xp.take(y, index, axis=0)
+                eb = yb if expected is y else (
+                    None if expected is None else xp.take(expected, index, axis=0))
             outputs = self.forward(xb, training=True)
             value = loss.forward(outputs, yb)
             if penalized:
@@ -252,20 +259,40 @@ class Sequential:
             self.backward(loss.backward(), need_input_grad=False)
             optimizer.step(parameters)
             step_losses.append(value)
-            if classifying:
-                count = correct_count(outputs, yb, loss.task, loss.threshold)
+            if eb is not None:
+                predicted = (xp.argmax(outputs, axis=1) if multiclass
+                             else outputs >= loss.threshold)
+                count = xp.count_nonzero(predicted == eb)
                 correct = count if correct is None else correct + count
             for hook in batch_end_hooks:
                 hook(step, value)
         return step_losses, correct
 
-    def _epoch_logs(self, xp: Any, step_losses: list[Any], correct: Any, samples: int,
-                    batch_size: int, epoch: int, loss: Loss, lr: float) -> dict[str, float]:
-        """The epoch's mean loss (and accuracy), read from the device in one transfer."""
-        if len(step_losses) == 1:  # one host read, not a stack and a copy
+    def _expected(self, y: Any, loss: Loss) -> Any:
+        """What a correct prediction equals, for all of ``y`` at once (once per fit, not
+        per step): class labels (multiclass: ``y`` itself, or the argmax of one-hot
+        rows), ``y ≥ ½`` in the outputs' shape (binary); None for regression."""
+        xp = namespace(y)
+        if loss.task == "multiclass":
+            return y if y.ndim == 1 else xp.argmax(y, axis=1)
+        if loss.task == "binary":
+            expected = y >= 0.5
+            return xp.reshape(expected, (-1, 1)) if expected.ndim == 1 else expected
+        return None
+
+    @staticmethod
+    def _epoch_logs(xp: Any, step_losses: list[Any], correct: Any, samples: int,
+                    batch_size: int, judged: int, epoch: int, lr: float) -> dict[str, float]:
+        """The epoch's mean loss (and accuracy: ``correct`` of ``judged`` predictions),
+        read from the device in one transfer."""
+        if len(step_losses) == 1:  # batch gradient descent: one value, one host read
             losses = [float(step_losses[0])]
+            mean_loss = losses[0]
         else:
             losses = to_numpy(xp.stack([xp.asarray(v) for v in step_losses])).tolist()
+            # each step's loss is its batch's mean; the last batch may be short
+            last = samples - batch_size * (len(losses) - 1)
+            mean_loss = (sum(losses[:-1]) * batch_size + losses[-1] * last) / samples
         if not all(map(math.isfinite, losses)):
             first_bad = next(i for i, value in enumerate(losses) if not math.isfinite(value))
             raise DivergenceError(
@@ -273,14 +300,9 @@ class Sequential:
                 f"{first_bad + 1}: training diverged. Lower the learning rate (it is {lr:g}), "
                 "scale the inputs (e.g. to [0, 1]), or check the data for extreme values"
             )
-        sizes = [batch_size] * len(step_losses)
-        sizes[-1] = samples - batch_size * (len(step_losses) - 1)
-        mean_loss = sum(v * s for v, s in zip(losses, sizes)) / samples
-        logs = {"loss": mean_loss}
-        if correct is not None:
-            logs["accuracy"] = float(correct) / (samples * (1 if loss.task == "multiclass"
-                                                            else self._binary_width()))
-        return logs
+        if correct is None:
+            return {"loss": mean_loss}
+        return {"loss": mean_loss, "accuracy": float(correct) / judged}
 
     def _binary_width(self) -> int:
         return self.out_features or 1

@@ -195,16 +195,22 @@ class Adam(Optimizer):
         m̂ = m / (1 − β₁ᵗ),   v̂ = v / (1 − β₂ᵗ)      bias corrections
         w ← w − α m̂ / (√v̂ + ε)
 
-    The bias corrections are folded into two scalars, which gives the same w:
+    The code computes the same w with fewer passes over the weights. It keeps the
+    moments scaled, m̃ = m / (1 − β₁) and ṽ = v / (1 − β₂) (state slots ``m_scaled``
+    and ``v_scaled``), so that each update is a scale and an add:
 
-        α_t = α √(1 − β₂ᵗ) / (1 − β₁ᵗ),   ε_t = ε √(1 − β₂ᵗ),   w ← w − α_t m / (√v + ε_t)
+        m̃ ← β₁ m̃ + g,      ṽ ← β₂ ṽ + g²
 
-    The code updates m, v and w in place and reuses one scratch array per parameter:
-    on NumPy a fresh temporary the size of a weight matrix costs more (page faults on
-    the new memory) than the arithmetic on it, and Adam touches every weight each step.
+    and folds every constant into two scalars, with c = √((1 − β₂) / (1 − β₂ᵗ)):
+
+        w ← w − α_t m̃ / (√ṽ + ε_t),   α_t = α (1 − β₁) / ((1 − β₁ᵗ) c),   ε_t = ε / c
+
+    All of it happens in place, in the state and one scratch array per parameter: on
+    NumPy a fresh temporary the size of a weight matrix costs more (page faults on new
+    memory) than the arithmetic on it, and Adam touches every weight at every step.
     """
 
-    slot_names = ("m", "v")
+    slot_names = ("m_scaled", "v_scaled")
 
     def __init__(
         self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -215,34 +221,37 @@ class Adam(Optimizer):
         self.eps = _positive("eps", eps)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self._scratch: dict[Parameter, Any] = {}  # working memory, not optimizer state
+        self._step_size = self._step_eps = 0.0  # α_t and ε_t of the current step
+
+    def step(self, params: list[Parameter]) -> None:
+        beta1, beta2 = self.betas
+        t = self.t + 1
+        c = math.sqrt((1.0 - beta2) / (1.0 - beta2**t))
+        self._step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1**t) * c)
+        self._step_eps = self.eps / c
+        super().step(params)
 
     def update(self, param: Parameter, w: Any, g: Any) -> None:
-        xp = namespace(w)
         beta1, beta2 = self.betas
         if self.weight_decay:
             g = g + self.weight_decay * w
         state = self.slots(param)
-        m, v = state["m"], state["v"]
+        m, v = state["m_scaled"], state["v_scaled"]
         scratch = self._scratch.get(param)
         if scratch is None or scratch.shape != w.shape:
-            scratch = self._scratch[param] = xp.empty_like(w)
-        # m ← β₁ m + (1 − β₁) g, computed as β₁ (m − g) + g
-        m -= g
-        m *= beta1
+            scratch = self._scratch[param] = namespace(w).empty_like(w)
+        m *= beta1  # m̃ ← β₁ m̃ + g
         m += g
-        # v ← β₂ v + (1 − β₂) g²
-        scratch[...] = g
+        scratch[...] = g  # ṽ ← β₂ ṽ + g²
         scratch *= g
-        scratch *= 1.0 - beta2
         v *= beta2
         v += scratch
-        # w ← w − α_t m / (√v + ε_t)
-        correction2 = math.sqrt(1.0 - beta2**self.t)
-        denominator = xp.sqrt(v)
-        denominator += self.eps * correction2
-        scratch[...] = m
-        scratch /= denominator
-        scratch *= self.lr * correction2 / (1.0 - beta1**self.t)
+        scratch[...] = v  # w ← w − α_t m̃ / (√ṽ + ε_t)
+        scratch **= 0.5  # square root, in place
+        scratch += self._step_eps
+        scratch **= -1  # reciprocal, in place (an int power: NumPy takes its fast path)
+        scratch *= m
+        scratch *= self._step_size
         w -= scratch
 
     def config(self) -> dict[str, Any]:

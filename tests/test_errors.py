@@ -166,6 +166,29 @@ def test_nan_or_infinite_features(method, bad_value):
     assert "impute" in message
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_opposite_infinities_are_both_counted():
+    """+inf and -inf sum to NaN: the one-pass check must still see them, and count both."""
+    X, y = make_data()
+    X[1, 0], X[5, 2] = np.inf, -np.inf
+    with pytest.raises(nn.DataError, match="X contains 2 NaN or infinite value"):
+        nn.Sequential(nn.Dense(FEATURES, 3)).predict(X)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_huge_finite_features_are_not_called_infinite():
+    """Finite float32 values whose sum overflows to inf pass the check (it must not
+    mistake the overflow of its own sum for an infinite value)."""
+    from nnscratch.data import prepare_features
+
+    X = np.full((SAMPLES, FEATURES), 3e38, dtype=np.float32)
+    X[::2] *= -1.0
+    X[0, :] = 3e38  # the sum of the first rows overflows float32 whatever the order
+    checked = prepare_features(X, FEATURES, "float32")
+    assert checked.shape == X.shape
+
+
 def test_nan_regression_targets():
     X, _ = make_data()
     y = np.ones((SAMPLES, 1))

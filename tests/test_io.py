@@ -173,7 +173,8 @@ def test_file_layout_names_tensors_by_layer(tmp_path, st, backend):
     model.save(path, optimizer=optimizer)
     tensors, metadata = read_raw(path)
     layer_names = {f"layers.{i}.{p}" for i in (0, 3, 5) for p in ("weight", "bias")}
-    optimizer_names = {f"optimizer.{j}.{slot}" for j in range(6) for slot in ("m", "v")}
+    optimizer_names = {f"optimizer.{j}.{slot}" for j in range(6)
+                       for slot in ("m_scaled", "v_scaled")}
     assert set(tensors) == layer_names | optimizer_names
     np.testing.assert_array_equal(tensors["layers.3.weight"],
                                   nn.to_numpy(model.layers[3].weight.value))
@@ -624,13 +625,13 @@ def test_no_optimizer_state_saved(tmp_path, st, backend):
 
 
 @pytest.mark.parametrize("edit, fragments", [
-    (lambda tensors: tensors.pop("optimizer.2.v"), ("parameter 2 lacks v",)),
-    (lambda tensors: tensors.update({"optimizer.2.v": np.zeros((3, 3), np.float32)}),
-     ("'optimizer.2.v'", "shape (3, 3)", "expects (8, 6)")),
-    (lambda tensors: tensors.update({"optimizer.99.m": np.zeros(3, np.float32)}),
-     ("'optimizer.99.m'", "parameter 99", "has 6 parameters")),
+    (lambda tensors: tensors.pop("optimizer.2.v_scaled"), ("parameter 2 lacks v_scaled",)),
+    (lambda tensors: tensors.update({"optimizer.2.v_scaled": np.zeros((3, 3), np.float32)}),
+     ("'optimizer.2.v_scaled'", "shape (3, 3)", "expects (8, 6)")),
+    (lambda tensors: tensors.update({"optimizer.99.m_scaled": np.zeros(3, np.float32)}),
+     ("'optimizer.99.m_scaled'", "parameter 99", "has 6 parameters")),
     (lambda tensors: tensors.update({"optimizer.0.velocity": np.zeros((5, 8), np.float32)}),
-     ("'velocity'", "keeps m, v")),
+     ("'velocity'", "keeps m_scaled, v_scaled")),
     (lambda tensors: tensors.update({"optimizer.m": np.zeros(3, np.float32)}),
      ("'optimizer.m'", "optimizer.<parameter index>.<slot>")),
 ], ids=["missing-slot", "wrong-shape", "index-out-of-range", "unknown-slot", "bad-name"])
@@ -644,7 +645,7 @@ def test_optimizer_tensors_that_do_not_match(checkpoint, backend, edit, fragment
 def test_optimizer_state_for_another_model(checkpoint, backend):
     other = nn.Sequential(nn.Dense(5, 4), nn.ReLU(), nn.Dense(4, 3))
     assert_checkpoint_error(
-        checkpoint, "'optimizer.0.m'", "shape (5, 8)", "expects (5, 4)",
+        checkpoint, "'optimizer.0.m_scaled'", "shape (5, 8)", "expects (5, 4)",
         call=lambda path: nio.load_optimizer_state(path, other, nn.Adam()))
 
 
