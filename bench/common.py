@@ -42,12 +42,20 @@ def nothing() -> None:
     """The synchronize of a CPU implementation (nothing is queued), or no setup."""
 
 
+# A pause before every timed run. After a parallel region, BLAS and OpenMP worker
+# threads keep spinning for a while before they sleep (OpenBLAS up to ~0.1 s); on a
+# two-core machine they would take a core from whatever runs next. (mlp.py also warms
+# each candidate up again before each run: see BatchRun.add.)
+SETTLE_SECONDS = 0.1
+
+
 def timed(run: Callable[[], Any], sync: Callable[[], None] = nothing,
           setup: Callable[[], None] = nothing) -> float:
     """Seconds one call of ``run`` takes, the device drained before both clock reads;
     ``setup`` (e.g. activating a backend) runs before, untimed."""
     setup()
     gc.collect()
+    time.sleep(SETTLE_SECONDS)
     enabled = gc.isenabled()
     gc.disable()
     try:
