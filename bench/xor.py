@@ -210,10 +210,14 @@ def reference_implementation(initial: list[tuple[np.ndarray, np.ndarray]],
                           {"implementation": "numpy-reference", "backend": "numpy"})
 
 
-def as_candidate(implementation: Implementation, epochs: int) -> Candidate:
+def as_candidate(implementation: Implementation, epochs: int, warmup: int) -> Candidate:
     def setup() -> None:
         if implementation.setup is not None:
             implementation.setup()
+        # untimed warm-up epochs before every timed run: caches and allocator state left
+        # by the previous implementation are not this one's cost
+        implementation.reset()
+        implementation.train(warmup)
         implementation.reset()  # every round: the same start, the same work
 
     def run() -> None:
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     print_flush(f"XOR 2-{HIDDEN}-1 sigmoid, {args.loss.upper()}, SGD lr {LR}, full batch: "
                 f"{args.rounds} rounds of {args.epochs} epochs after {args.warmup} warm-up "
                 "epochs")
-    candidates = [as_candidate(implementation, args.epochs) for implementation in
+    candidates = [as_candidate(implementation, args.epochs, args.warmup) for implementation in
                   implementations]
     for implementation, candidate in zip(implementations, candidates):
         candidate.setup()
