@@ -620,27 +620,25 @@ class BatchRun:
     # plain NumPy
     def add_reference(self) -> None:
         reference = NumpyMLP(self.initial)
-        (X, y), (X_warm, y_warm) = self.host_data(self.args.steps), self.host_data(
-            self.args.warmup)
-        batch = self.batch
-        candidate = Candidate(name=REFERENCE, run=lambda: reference.epoch(X, y, batch),
-                              steps=self.args.steps,
-                              meta={"implementation": "numpy-reference", "backend": "numpy"})
-        self.add(candidate, lambda: reference.epoch(X_warm, y_warm, batch),
-                 reference.parameters)
+        self._add_numpy(REFERENCE, reference, "numpy-reference")
         drifted = [str(p.dtype) for p in reference.parameters() if p.dtype != np.float32]
         if drifted:
             print_flush(f"warning: the NumPy reference left float32: {drifted}")
 
     def add_floor(self) -> None:
-        floor = NumpyFloor(self.initial)
+        self._add_numpy(FLOOR, NumpyFloor(self.initial), "numpy-floor")
+
+    def _add_numpy(self, name: str, implementation: NumpyMLP | NumpyFloor,
+                   kind: str) -> None:
+        """A plain NumPy row: ``implementation.epoch`` over host data."""
         (X, y), (X_warm, y_warm) = self.host_data(self.args.steps), self.host_data(
             self.args.warmup)
         batch = self.batch
-        candidate = Candidate(name=FLOOR, run=lambda: floor.epoch(X, y, batch),
+        candidate = Candidate(name=name, run=lambda: implementation.epoch(X, y, batch),
                               steps=self.args.steps,
-                              meta={"implementation": "numpy-floor", "backend": "numpy"})
-        self.add(candidate, lambda: floor.epoch(X_warm, y_warm, batch), floor.parameters)
+                              meta={"implementation": kind, "backend": "numpy"})
+        self.add(candidate, lambda: implementation.epoch(X_warm, y_warm, batch),
+                 implementation.parameters)
 
     def add_peaks(self, peaks: list[PeakMatmul]) -> None:
         for peak in peaks:

@@ -8,6 +8,7 @@ own result from the same start.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -21,24 +22,23 @@ import nnscratch as nn
 BENCH = ROOT / "bench"
 
 
-@pytest.fixture(scope="module")
-def mlp():
+def import_bench(name: str):
+    """A script of bench/ as a module (they import their neighbour ``common``)."""
     sys.path.insert(0, str(BENCH))
     try:
-        import mlp as module
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
-    return module
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return import_bench("mlp")
 
 
 @pytest.fixture(scope="module")
 def xor():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import xor as module
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return import_bench("xor")
 
 
 def small_mnist_like(samples: int = 256) -> tuple[np.ndarray, np.ndarray]:
