@@ -58,15 +58,17 @@ def _same_shape_targets(outputs: Any, targets: Any, loss: Loss) -> Any:
     return targets
 
 
-_EPSILON: dict[Any, float] = {}
+_EPSILON: dict[tuple[type, Any], float] = {}
 
 
 def machine_epsilon(xp: Any, dtype: Any) -> float:
     """The gap between 1 and the next number of ``dtype`` (remembered per dtype:
-    ``finfo`` costs a microsecond, and the losses ask on every step)."""
-    eps = _EPSILON.get(dtype)
+    ``finfo`` costs a microsecond, and the losses ask on every step). The key holds
+    the dtype's type first, so dtypes of different libraries are never compared."""
+    key = (type(dtype), dtype)
+    eps = _EPSILON.get(key)
     if eps is None:
-        eps = _EPSILON[dtype] = float(xp.finfo(dtype).eps)
+        eps = _EPSILON[key] = float(xp.finfo(dtype).eps)
     return eps
 
 

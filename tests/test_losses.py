@@ -246,3 +246,18 @@ def test_losses_keep_the_dtype(backend, loss, dtype):
     assert value.dtype == getattr(backend.xp, dtype)
     assert grad.dtype == getattr(backend.xp, dtype)
     assert tuple(grad.shape) == (4, 2)
+
+
+def test_machine_epsilon_never_compares_dtypes_across_libraries():
+    """array-api-strict warns when its dtypes meet NumPy's in ==; the per-dtype cache of
+    the losses' ε must keep them apart (it once keyed by the dtype alone)."""
+    import array_api_strict
+
+    from nnscratch.losses import machine_epsilon
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert machine_epsilon(np, np.dtype("float32")) == np.finfo(np.float32).eps
+        got = machine_epsilon(array_api_strict, array_api_strict.float32)
+    assert got == np.finfo(np.float32).eps
+    assert machine_epsilon(array_api_strict, array_api_strict.float64) == np.finfo(np.float64).eps
