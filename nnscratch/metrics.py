@@ -31,21 +31,33 @@ def true_labels(targets: Any, task: str = "multiclass") -> Any:
     return xp.astype(targets >= 0.5, xp.int64)
 
 
+def expected_predictions(targets: Any, task: str = "multiclass") -> Any:
+    """What a correct prediction equals: class labels (multiclass: the labels, or the
+    argmax of one-hot rows), or ``targets ≥ ½`` (binary), as ``(n, 1)`` for (n,)
+    targets. ``fit`` computes this once for all of y, not at every step."""
+    xp = namespace(targets)
+    if task == "multiclass":
+        return targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
+    expected = targets >= 0.5
+    return xp.reshape(expected, (-1, 1)) if expected.ndim == 1 else expected
+
+
+def count_matching(outputs: Any, expected: Any, task: str = "multiclass",
+                   threshold: float = 0.5) -> Any:
+    """How many predictions from ``outputs`` equal ``expected_predictions``, as a
+    0-d array (on every training step: a few array operations, no host read)."""
+    xp = namespace(outputs)
+    predicted = xp.argmax(outputs, axis=1) if task == "multiclass" else outputs >= threshold
+    return xp.count_nonzero(predicted == expected)
+
+
 def correct_count(outputs: Any, targets: Any, task: str = "multiclass",
                   threshold: float = 0.5) -> Any:
-    """The number of samples (binary: elements) classified right, as a 0-d array.
-
-    Called on every training step, so it is kept to a few array operations."""
-    xp = namespace(outputs)
-    if task == "multiclass":
-        predicted = xp.argmax(outputs, axis=1)
-        expected = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
-    else:
-        predicted = outputs >= threshold
-        expected = targets >= 0.5
-        if expected.shape != predicted.shape:
-            expected = xp.reshape(expected, predicted.shape)
-    return xp.count_nonzero(predicted == expected)
+    """The number of samples (binary: elements) classified right, as a 0-d array."""
+    expected = expected_predictions(targets, task)
+    if task != "multiclass" and expected.shape != outputs.shape:
+        expected = namespace(expected).reshape(expected, outputs.shape)
+    return count_matching(outputs, expected, task, threshold)
 
 
 def accuracy(outputs: Any, targets: Any, task: str = "multiclass", threshold: float = 0.5) -> float:

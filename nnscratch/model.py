@@ -33,7 +33,7 @@ from .data import (
 from .errors import ConfigError, DivergenceError
 from .layers import Layer, Parameter
 from .losses import Loss
-from .metrics import correct_count
+from .metrics import correct_count, count_matching, expected_predictions
 from .optim import Optimizer, Schedule
 
 
@@ -186,7 +186,9 @@ class Sequential:
         penalized = self._penalized()  # any L1/L2 terms to add to the loss
         # accuracy counts samples (multiclass) or output elements (binary)
         judged = samples * (1 if loss.task == "multiclass" else self._binary_width())
-        data = (X, y, self._expected(y, loss))
+        # what a correct prediction equals, for all of y at once (None: regression)
+        expected = None if loss.task == "regression" else expected_predictions(y, loss.task)
+        data = (X, y, expected)
 
         history = History()
         callbacks = [history, *callbacks]
@@ -234,12 +236,11 @@ class Sequential:
                      loss: Loss, optimizer: Optimizer, parameters: list[Parameter],
                      penalized: bool, batch_end_hooks: list[Any]) -> tuple[list[Any], Any]:
         """One pass over the data: a gradient step per batch. ``data`` is (X, y, the
-        expected predictions or None, see ``_expected``). Returns the steps' losses and
-        the number of correct predictions, still on the device."""
+        expected predictions or None: ``metrics.expected_predictions``). Returns the
+        steps' losses and the number of correct predictions, still on the device."""
         X, y, expected = data
         xp = namespace(X)
         samples = X.shape[0]
-        multiclass = loss.task == "multiclass"
         step_losses, correct = [], None
         for step, start in enumerate(range(0, samples, batch_size)):
             stop = min(start + batch_size, samples)  # the standard forbids overshooting
@@ -260,25 +261,11 @@ class Sequential:
             optimizer.step(parameters)
             step_losses.append(value)
             if eb is not None:
-                predicted = (xp.argmax(outputs, axis=1) if multiclass
-                             else outputs >= loss.threshold)
-                count = xp.count_nonzero(predicted == eb)
+                count = count_matching(outputs, eb, loss.task, loss.threshold)
                 correct = count if correct is None else correct + count
             for hook in batch_end_hooks:
                 hook(step, value)
         return step_losses, correct
-
-    def _expected(self, y: Any, loss: Loss) -> Any:
-        """What a correct prediction equals, for all of ``y`` at once (once per fit, not
-        per step): class labels (multiclass: ``y`` itself, or the argmax of one-hot
-        rows), ``y ≥ ½`` in the outputs' shape (binary); None for regression."""
-        xp = namespace(y)
-        if loss.task == "multiclass":
-            return y if y.ndim == 1 else xp.argmax(y, axis=1)
-        if loss.task == "binary":
-            expected = y >= 0.5
-            return xp.reshape(expected, (-1, 1)) if expected.ndim == 1 else expected
-        return None
 
     @staticmethod
     def _epoch_logs(xp: Any, step_losses: list[Any], correct: Any, samples: int,
