@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .activations import sigmoid
+from .activations import Sigmoid, Softmax, sigmoid
 from .backend import namespace
 from .errors import ShapeError
 
@@ -31,6 +31,12 @@ class Loss:
 
     def backward(self) -> Any:
         raise NotImplementedError
+
+    def fused_backward(self, last_layer: Any) -> Any:
+        """``∂L/∂z`` for the input ``z`` of the network's ``last_layer``, when this loss
+        knows it in closed form for that layer (see ``Sequential.backward_loss``);
+        None when it does not, and the gradient must go through ``last_layer.backward``."""
+        return None
 
     def __call__(self, outputs: Any, targets: Any) -> Any:
         return self.forward(outputs, targets)
@@ -58,18 +64,28 @@ def _same_shape_targets(outputs: Any, targets: Any, loss: Loss) -> Any:
     return targets
 
 
-_EPSILON: dict[tuple[type, Any], float] = {}
+_LIMITS: dict[tuple[type, Any], tuple[float, float]] = {}
+
+
+def _float_limits(xp: Any, dtype: Any) -> tuple[float, float]:
+    """``dtype``'s machine epsilon and smallest normal number, remembered per dtype:
+    ``finfo`` costs a microsecond, and the losses ask on every step. The key holds the
+    dtype's type first, so dtypes of different libraries are never compared."""
+    key = (type(dtype), dtype)
+    limits = _LIMITS.get(key)
+    if limits is None:
+        info = xp.finfo(dtype)
+        limits = _LIMITS[key] = (float(info.eps), float(info.smallest_normal))
+    return limits
 
 
 def machine_epsilon(xp: Any, dtype: Any) -> float:
-    """The gap between 1 and the next number of ``dtype`` (remembered per dtype:
-    ``finfo`` costs a microsecond, and the losses ask on every step). The key holds
-    the dtype's type first, so dtypes of different libraries are never compared."""
-    key = (type(dtype), dtype)
-    eps = _EPSILON.get(key)
-    if eps is None:
-        eps = _EPSILON[key] = float(xp.finfo(dtype).eps)
-    return eps
+    """The gap between 1 and the next number of ``dtype``."""
+    return _float_limits(xp, dtype)[0]
+
+
+# PyTorch's floor for the denominators of the cross-entropy gradients of probabilities
+GRADIENT_FLOOR = 1e-12
 
 
 def one_hot(labels: Any, num_classes: int, dtype: Any) -> Any:
@@ -118,10 +134,16 @@ class BinaryCrossEntropy(Loss):
 
     From probabilities p (after a Sigmoid):
         ``L = −(1/N) Σ [y ln p + (1 − y) ln(1 − p)]``,  ``∂L/∂p = (p − y) / (p(1 − p)) / N``
-    with p clipped to [ε, 1 − ε] (ε the dtype's machine epsilon) so ln never sees 0.
+    The value clips p to [ε, 1 − ε] (ε the dtype's machine epsilon) so ln never sees 0;
+    the gradient is that of the unclipped loss, its denominator floored at 1e-12 as in
+    PyTorch, so that through a Sigmoid (times σ'(z) = p(1 − p)) it stays (p − y) / N.
 
     From logits z (``from_logits=True``, no Sigmoid layer; more stable):
         ``L = (1/N) Σ [max(z, 0) − z y + ln(1 + e^{−|z|})]``,  ``∂L/∂z = (σ(z) − y) / N``
+
+    After a Sigmoid layer, p = σ(z) and σ'(z) = p(1 − p) cancels the denominator:
+    ``∂L/∂z = (p − y) / N``. ``fused_backward`` returns that, and ``fit`` skips the
+    division and the multiplication that would cancel.
     """
 
     task = "binary"
@@ -142,7 +164,7 @@ class BinaryCrossEntropy(Loss):
         eps = machine_epsilon(xp, outputs.dtype)
         # maximum/minimum rather than clip: the same values, and much cheaper per call
         p = xp.minimum(xp.maximum(outputs, eps), 1.0 - eps)
-        self._probabilities = p
+        self._outputs = outputs
         # y ln p + (1 − y) ln(1 − p) = ln(1 − p) + y (ln p − ln(1 − p))
         log_q = xp.log1p(-p)
         losses = xp.log(p) - log_q
@@ -154,8 +176,17 @@ class BinaryCrossEntropy(Loss):
         targets = self._targets
         if self.from_logits:
             return (sigmoid(self._logits) - targets) * (1.0 / element_count(targets))
-        p = self._probabilities
-        return (p - targets) / (p * (1.0 - p)) * (1.0 / element_count(targets))
+        p = self._outputs
+        xp = namespace(p)
+        denominator = xp.maximum(p * (1.0 - p), GRADIENT_FLOOR)
+        return (p - targets) / denominator * (1.0 / element_count(targets))
+
+    def fused_backward(self, last_layer: Any) -> Any:
+        if self.from_logits or type(last_layer) is not Sigmoid:
+            return None
+        gradient = self._outputs - self._targets
+        gradient *= 1.0 / element_count(gradient)
+        return gradient
 
     def config(self) -> dict[str, Any]:
         return {"from_logits": self.from_logits}
@@ -169,21 +200,43 @@ class CategoricalCrossEntropy(Loss):
 
         ``L = −(1/n) Σᵢ Σ_c y_ic ln p_ic``,   ``∂L/∂p = −y / p / n``
 
-    p is clipped below at ε (the dtype's machine epsilon) so ln never sees 0.
+    The value clips p below at ε (the dtype's machine epsilon) so ln never sees 0; the
+    gradient is that of the unclipped loss, p floored only at the smallest normal
+    number so that nothing divides by 0.
+
+    After a Softmax layer, p = softmax(z), and the softmax Jacobian ``pᵢ(δᵢⱼ − pⱼ)``
+    collapses the chain to ``∂L/∂z = (p Σ_c y_c − y) / n``, which is ``(p − y) / n``
+    for one-hot rows: ``fused_backward`` returns that (as ``SoftmaxCrossEntropy`` does),
+    without dividing by probabilities that may underflow.
     """
 
     task = "multiclass"
 
     def forward(self, outputs: Any, targets: Any) -> Any:
         xp = namespace(outputs)
+        self._from_labels = targets.ndim == 1
         targets = _class_targets(outputs, targets, self)
         eps = machine_epsilon(xp, outputs.dtype)
         p = xp.maximum(outputs, eps)
-        self._probabilities, self._targets = p, targets
+        self._outputs, self._targets = outputs, targets
         return -xp.sum(targets * xp.log(p)) / outputs.shape[0]
 
     def backward(self) -> Any:
-        return self._targets / self._probabilities * (-1.0 / self._targets.shape[0])
+        xp = namespace(self._outputs)
+        tiny = _float_limits(xp, self._outputs.dtype)[1]
+        p = xp.maximum(self._outputs, tiny)
+        return self._targets / p * (-1.0 / self._targets.shape[0])
+
+    def fused_backward(self, last_layer: Any) -> Any:
+        if type(last_layer) is not Softmax:
+            return None
+        probabilities, targets = self._outputs, self._targets
+        if not self._from_labels:  # given target rows need not sum to 1
+            xp = namespace(targets)
+            probabilities = probabilities * xp.sum(targets, axis=1, keepdims=True)
+        gradient = probabilities - targets
+        gradient *= 1.0 / gradient.shape[0]
+        return gradient
 
 
 class SoftmaxCrossEntropy(Loss):

@@ -118,7 +118,24 @@ class Sequential:
         """Backpropagate ``∂L/∂output`` through every layer, filling each parameter's
         ``.grad``; returns ``∂L/∂input`` (None with ``need_input_grad=False``, which
         spares the first layer's product with its weights)."""
-        last = len(self.layers) - 1
+        return self._backward_from(len(self.layers) - 1, grad_output, need_input_grad)
+
+    def backward_loss(self, loss: Loss, need_input_grad: bool = True) -> Any:
+        """Backpropagate the gradient of ``loss``'s last forward, as ``fit`` does.
+
+        Where the network ends in the activation a loss pairs with (Sigmoid before
+        ``BinaryCrossEntropy``, Softmax before ``CategoricalCrossEntropy``) the chain
+        rule through that activation collapses, e.g. ``∂L/∂z = (p − y) / N``: the loss
+        hands that straight to the layer below (``Loss.fused_backward``). Otherwise this
+        is ``backward(loss.backward())``, the notes' loop.
+        """
+        gradient = loss.fused_backward(self.layers[-1]) if self.layers else None
+        if gradient is None:
+            return self.backward(loss.backward(), need_input_grad)
+        return self._backward_from(len(self.layers) - 2, gradient, need_input_grad)
+
+    def _backward_from(self, last: int, grad_output: Any, need_input_grad: bool) -> Any:
+        """Backpropagate through layers ``last``, ``last − 1``, ..., 0."""
         for index in range(last, -1, -1):
             needed = need_input_grad or index > 0
             grad_output = self.layers[index].backward(grad_output, needed)
@@ -257,7 +274,7 @@ class Sequential:
             value = loss.forward(outputs, yb)
             if penalized:
                 value = value + self.regularization_loss()
-            self.backward(loss.backward(), need_input_grad=False)
+            self.backward_loss(loss, need_input_grad=False)
             optimizer.step(parameters)
             step_losses.append(value)
             if eb is not None:

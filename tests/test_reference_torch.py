@@ -50,6 +50,8 @@ def torch_loss(torch, loss, outputs, targets):
             return functional.binary_cross_entropy_with_logits(outputs, targets)
         return functional.binary_cross_entropy(outputs, targets)
     if isinstance(loss, nn.CategoricalCrossEntropy):
+        if targets.is_floating_point():  # target rows
+            return -(targets * torch.log(outputs)).sum(dim=1).mean()
         return functional.nll_loss(torch.log(outputs), targets)
     if isinstance(loss, nn.SoftmaxCrossEntropy):
         return functional.cross_entropy(outputs, targets)  # labels or probabilities
@@ -85,6 +87,10 @@ NETWORKS = {
         lambda: [nn.Dense(4, 5, dtype="float64"), nn.Tanh(), nn.Dense(5, 3, dtype="float64"),
                  nn.Softmax()],
         nn.CategoricalCrossEntropy(), "labels"),
+    "tanh-softmax, categorical cross-entropy, rows not summing to 1": (
+        lambda: [nn.Dense(4, 5, dtype="float64"), nn.Tanh(), nn.Dense(5, 3, dtype="float64"),
+                 nn.Softmax()],
+        nn.CategoricalCrossEntropy(), "weighted rows"),
     "relu, bce from logits, l1 and l2": (
         lambda: [nn.Dense(4, 5, dtype="float64", l1=0.01, l2=0.02), nn.ReLU(),
                  nn.Dense(5, 1, dtype="float64", l2=0.1)],
@@ -99,11 +105,22 @@ def _data(rng, kind, n, width):
         return rng.integers(0, width, size=n)
     if kind == "probabilities":
         return rng.dirichlet(np.ones(width), size=n)
+    if kind == "weighted rows":  # soft targets whose rows sum to 0.5 .. 1.5
+        return rng.dirichlet(np.ones(width), size=n) * rng.uniform(0.5, 1.5, size=(n, 1))
     return rng.normal(size=(n, width))
 
 
+def backpropagate(model, loss, path):
+    """The notes' ``backward(loss.backward())``, or ``backward_loss`` as ``fit`` does
+    (fused through a final Sigmoid or Softmax where the loss pairs with it)."""
+    if path == "notes":
+        return model.backward(loss.backward())
+    return model.backward_loss(loss)
+
+
+@pytest.mark.parametrize("path", ["notes", "fit"])
 @pytest.mark.parametrize("case", list(NETWORKS))
-def test_loss_and_every_gradient_match_torch_autograd(backend, torch, case):
+def test_loss_and_every_gradient_match_torch_autograd(backend, torch, case, path):
     build, loss, kind = NETWORKS[case]
     nn.seed(11)
     model = nn.Sequential(*build())
@@ -119,7 +136,7 @@ def test_loss_and_every_gradient_match_torch_autograd(backend, torch, case):
     y = backend.asarray(y_host) if kind == "labels" else f64(backend, y_host)
     value = float(loss.forward(model.forward(X, training=True), y)
                   + model.regularization_loss())
-    grad_input = nn.to_numpy(model.backward(loss.backward()))
+    grad_input = nn.to_numpy(backpropagate(model, loss, path))
 
     params = [torch.tensor(nn.to_numpy(p.value), requires_grad=True)
               for p in model.parameters()]
@@ -139,6 +156,67 @@ def test_loss_and_every_gradient_match_torch_autograd(backend, torch, case):
                  / np.linalg.norm(expected))
         assert error < 1e-10
     np.testing.assert_allclose(grad_input, x_torch.grad.numpy(), rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("ending", ["sigmoid, bce", "softmax, cce"])
+def test_gradient_of_a_confidently_wrong_output_matches_torch(backend, torch, ending):
+    """float32 outputs far below ε for the true class: autograd's gradient, (p − y)/N,
+    both fused (``backward_loss``, as fit) and through the notes' chain (the gradient of
+    the unclipped loss: a gradient of the clipped p would be ~1e-4 of it)."""
+    sigmoid = ending == "sigmoid, bce"
+    width = 1 if sigmoid else 3
+    model = nn.Sequential(nn.Dense(2, width), nn.Sigmoid() if sigmoid else nn.Softmax())
+    loss = nn.BinaryCrossEntropy() if sigmoid else nn.CategoricalCrossEntropy()
+    weight = np.array([[-6.0, 0.0, 2.0], [-8.0, 1.0, 0.5]], dtype=np.float32)[:, :width]
+    bias = np.zeros(width, dtype=np.float32)
+    model.layers[0].weight.value = backend.asarray(weight, copy=True)
+    model.layers[0].bias.value = backend.asarray(bias, copy=True)
+    X_host = np.array([[2.0, 1.5], [1.0, 2.5]], dtype=np.float32)  # z = -24 and -26 for class 0
+    y_host = np.array([[1.0], [1.0]], dtype=np.float32) if sigmoid else np.array([0, 0])
+    X, y = backend.asarray(X_host), backend.asarray(y_host)
+
+    loss.forward(model.forward(X, training=True), y)
+    model.backward_loss(loss, need_input_grad=False)
+    fused = nn.to_numpy(model.layers[0].weight.grad)
+    model.backward(loss.backward(), need_input_grad=False)
+    chained = nn.to_numpy(model.layers[0].weight.grad)
+
+    w = torch.tensor(weight, requires_grad=True)
+    z = torch.from_numpy(X_host) @ w + torch.from_numpy(bias)
+    if sigmoid:
+        value = torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), torch.from_numpy(y_host))
+    else:
+        value = torch.nn.functional.nll_loss(torch.log_softmax(z, dim=1), torch.from_numpy(y_host))
+    value.backward()
+    expected = w.grad.numpy()
+    assert np.abs(expected).max() > 1.0  # the wrong output pulls hard
+    np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(chained, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_backpropagates_the_fused_gradient(backend, torch):
+    """One full-batch SGD step of ``fit`` on a saturated Sigmoid + BCE network equals
+    torch's step."""
+    model = nn.Sequential(nn.Dense(2, 1), nn.Sigmoid())
+    weight = np.array([[-6.0], [-8.0]], dtype=np.float32)
+    model.layers[0].weight.value = backend.asarray(weight, copy=True)
+    X_host = np.array([[2.0, 1.5], [1.0, 2.5], [0.0, 0.0]], dtype=np.float32)
+    y_host = np.array([1.0, 1.0, 0.0], dtype=np.float32)
+    model.fit(X_host, y_host, loss=nn.BinaryCrossEntropy(), optimizer=nn.SGD(lr=0.1),
+              epochs=1, batch_size=None)
+
+    w = torch.tensor(weight, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    probabilities = torch.sigmoid(torch.from_numpy(X_host) @ w + b)[:, 0]
+    torch.nn.functional.binary_cross_entropy(probabilities, torch.from_numpy(y_host)).backward()
+    with torch.no_grad():
+        w -= 0.1 * w.grad
+        b -= 0.1 * b.grad
+    assert np.abs(w.detach().numpy() - weight).min() > 0.05
+    np.testing.assert_allclose(nn.to_numpy(model.layers[0].weight.value), w.detach().numpy(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(nn.to_numpy(model.layers[0].bias.value), b.detach().numpy(),
+                               rtol=1e-5, atol=1e-7)
 
 
 # -- optimizers -------------------------------------------------------------------------
