@@ -8,6 +8,19 @@ lives in one place, ``optimizer.state[param]``, a dict of named arrays.
 
 Notation: w a parameter, g = ∂L/∂w its gradient, α the learning rate, t the step
 number (from 1), λ the weight decay.
+
+State that nobody feeds decays. Where a weight's gradient stays 0 (an MNIST pixel that
+is never lit, a dead ReLU unit), its momentum or moment estimate shrinks by a constant
+factor r every step (β₁ = 0.9 for Adam's first moment), down through the subnormal
+numbers below the dtype's smallest normal one, on which x86 processors compute many
+times slower (six epochs of an MNIST network with Adam took 10-16% longer on an Intel
+Xeon, the sixth epoch up to 28% longer than the first). So every
+``flush_interval()`` steps, state entries below ``smallest_normal · 2²⁴`` are set to 0,
+the interval being short enough that nothing falls from there to a subnormal in
+between. No update changes visibly: such an entry moves a weight by less than
+α/ε · 2e-31 (Adam, float32), far below the last bit of any weight that is not itself
+almost 0. (A processor's flush-to-zero mode does the like for all arithmetic; neither
+NumPy nor the Array API standard can switch it on.)
 """
 
 from __future__ import annotations
@@ -18,6 +31,9 @@ from typing import Any
 from .backend import namespace
 from .errors import ConfigError
 from .layers import Parameter
+
+# State entries below smallest_normal · 2**FLUSH_HEADROOM_BITS are flushed to 0.
+FLUSH_HEADROOM_BITS = 24
 
 
 def _positive(name: str, value: float) -> float:
@@ -56,9 +72,32 @@ class Optimizer:
             if param.grad is None:
                 continue
             self.update(param, param.value, param.grad)
+        interval = self.flush_interval()
+        if interval and self.t % interval == 0:
+            self.flush_vanishing_state()
 
     def update(self, param: Parameter, w: Any, g: Any) -> None:
         raise NotImplementedError
+
+    def decay_factors(self) -> tuple[float, ...]:
+        """The factors by which this optimizer's state shrinks in a step with g = 0."""
+        return ()
+
+    def flush_interval(self) -> int:
+        """Steps in which the fastest-decaying state falls by 2²⁴ (0: no decaying state):
+        from the flush threshold it cannot reach a subnormal number before the next."""
+        factors = [factor for factor in self.decay_factors() if factor > 0.0]
+        if not factors:
+            return 0
+        return max(1, int(FLUSH_HEADROOM_BITS * math.log(2.0) / -math.log(min(factors))))
+
+    def flush_vanishing_state(self) -> None:
+        """Set to 0, in place, the state entries below ``smallest_normal · 2²⁴``."""
+        for state in self.state.values():
+            for array in state.values():
+                xp = namespace(array)
+                floor = float(xp.finfo(array.dtype).smallest_normal) * 2.0**FLUSH_HEADROOM_BITS
+                array *= xp.astype(xp.abs(array) >= floor, array.dtype)
 
     def slots(self, param: Parameter) -> dict[str, Any]:
         """This parameter's state arrays, created as zeros on first use."""
@@ -134,6 +173,9 @@ class SGD(Optimizer):
             if param.grad is not None:
                 param.value -= lr * param.grad
 
+    def decay_factors(self) -> tuple[float, ...]:
+        return (self.momentum,)
+
     def update(self, param: Parameter, w: Any, g: Any) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * w
@@ -174,6 +216,9 @@ class RMSprop(Optimizer):
         self.momentum = _fraction("momentum", momentum)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self.slot_names = ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
+
+    def decay_factors(self) -> tuple[float, ...]:
+        return (self.alpha, self.momentum)
 
     def update(self, param: Parameter, w: Any, g: Any) -> None:
         xp = namespace(w)
@@ -242,6 +287,9 @@ class Adam(Optimizer):
         self._step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1**t) * c)
         self._step_eps = self.eps / c
         super().step(params)
+
+    def decay_factors(self) -> tuple[float, ...]:
+        return self.betas
 
     def update(self, param: Parameter, w: Any, g: Any) -> None:
         beta1, beta2 = self.betas

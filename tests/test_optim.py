@@ -170,6 +170,59 @@ def test_state_dict_round_trip_continues_the_same_run(backend, case):
                                    rtol=1e-13)
 
 
+DECAYING = {
+    "sgd momentum": lambda: nn.SGD(lr=0.1, momentum=0.9),
+    "rmsprop momentum": lambda: nn.RMSprop(lr=0.01, alpha=0.9, momentum=0.5),
+    "adam": lambda: nn.Adam(lr=0.01),
+    "adamw": lambda: nn.AdamW(lr=0.01),
+}
+
+
+def _decay_run(backend, optimizer, steps=1000):
+    """One gradient, then zeros: the state decays by its factors each step. Returns the
+    final weights and state (host arrays) and whether any state entry was subnormal."""
+    w = nn.Parameter(backend.asarray(np.linspace(0.5, 1.5, 6), dtype="float32"))
+    first = backend.asarray(np.linspace(-0.1, 0.1, 6) + 0.05, dtype="float32")
+    zero = backend.asarray(np.zeros(6), dtype="float32")
+    tiny = np.finfo(np.float32).smallest_normal
+    subnormal = False
+    for t in range(steps):
+        w.grad = first if t == 0 else zero
+        optimizer.step([w])
+        for array in optimizer.state[w].values():
+            host = nn.to_numpy(array)
+            subnormal = subnormal or bool(np.any((host != 0) & (np.abs(host) < tiny)))
+    state = [nn.to_numpy(array) for array in optimizer.state[w].values()]
+    return nn.to_numpy(w.value), state, subnormal
+
+
+@pytest.mark.parametrize("case", list(DECAYING))
+def test_decaying_state_is_flushed_before_it_turns_subnormal(backend, case):
+    """Unflushed, the state decays into the subnormal numbers (slow on x86) within 1000
+    steps; flushed every flush_interval() steps it never gets there, and every weight
+    ends exactly where it ends without the flush."""
+    flushed = DECAYING[case]()
+    assert 0 < flushed.flush_interval() <= 157
+    w_flushed, state_flushed, subnormal_flushed = _decay_run(backend, flushed)
+    unflushed = DECAYING[case]()
+    unflushed.flush_interval = lambda: 0  # this instance never flushes
+    w_unflushed, _, subnormal_unflushed = _decay_run(backend, unflushed)
+    assert subnormal_unflushed and not subnormal_flushed
+    assert any(np.all(array == 0) for array in state_flushed)  # a flush happened
+    assert np.abs(w_flushed - np.linspace(0.5, 1.5, 6)).min() > 1e-4  # the weights moved
+    np.testing.assert_array_equal(w_flushed, w_unflushed)
+
+
+def test_flush_interval_follows_the_fastest_decay():
+    # steps for the factor to fall by 2^24: floor(24 ln 2 / -ln r)
+    assert nn.Adam().flush_interval() == 157  # β₁ = 0.9
+    assert nn.SGD(momentum=0.9).flush_interval() == 157
+    assert nn.RMSprop().flush_interval() == 1655  # α = 0.99
+    assert nn.RMSprop(momentum=0.5).flush_interval() == 24
+    assert nn.Adam(betas=(0.0, 0.999)).flush_interval() == 16627  # m̃ = g: only v decays
+    assert nn.SGD(lr=0.1).flush_interval() == 0  # no state, nothing to flush
+
+
 @pytest.mark.parametrize("make", [
     lambda: nn.SGD(lr=0.0), lambda: nn.SGD(lr=-1.0), lambda: nn.SGD(momentum=1.0),
     lambda: nn.SGD(nesterov=True), lambda: nn.SGD(weight_decay=-0.1),
