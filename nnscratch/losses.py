@@ -11,6 +11,7 @@ targets (integer class labels of shape (n,), or one-hot rows of shape (n, C)).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .activations import Sigmoid, Softmax, sigmoid
@@ -283,10 +284,7 @@ class SoftmaxCrossEntropy(Loss):
 
 def element_count(array: Any) -> int:
     """The number of elements of ``array`` (the product of its shape)."""
-    size = 1
-    for extent in array.shape:
-        size *= extent
-    return size
+    return math.prod(array.shape)
 
 
 LOSSES: dict[str, type[Loss]] = {

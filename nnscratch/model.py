@@ -86,13 +86,13 @@ class Sequential:
         return "float32"
 
     def parameter_count(self) -> int:
-        return sum(_numel(param.shape) for param in self.parameters())
+        return sum(math.prod(param.shape) for param in self.parameters())
 
     def summary(self) -> str:
         """A table of the layers, their output widths and parameter counts."""
         lines = [f"{'layer':<36}{'parameters':>12}"]
         for layer in self.layers:
-            params = sum(_numel(p.shape) for p in layer.parameters())
+            params = sum(math.prod(p.shape) for p in layer.parameters())
             lines.append(f"{layer!r:<36}{params:>12,}")
         lines.append(f"{'total':<36}{self.parameter_count():>12,}")
         return "\n".join(lines)
@@ -378,9 +378,3 @@ def _hooks(callbacks: list[Callback], name: str) -> list[Any]:
     return [getattr(callback, name) for callback in callbacks
             if getattr(type(callback), name) is not getattr(Callback, name)]
 
-
-def _numel(shape: tuple[int, ...]) -> int:
-    size = 1
-    for extent in shape:
-        size *= extent
-    return size
