@@ -194,9 +194,9 @@ def test_gradient_of_a_confidently_wrong_output_matches_torch(backend, torch, en
     np.testing.assert_allclose(chained, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_fit_backpropagates_the_fused_gradient(backend, torch):
+def test_fit_steps_like_torch_on_a_saturated_sigmoid(backend, torch):
     """One full-batch SGD step of ``fit`` on a saturated Sigmoid + BCE network equals
-    torch's step."""
+    torch's step (a gradient through the clipped p would barely move the weights)."""
     model = nn.Sequential(nn.Dense(2, 1), nn.Sigmoid())
     weight = np.array([[-6.0], [-8.0]], dtype=np.float32)
     model.layers[0].weight.value = backend.asarray(weight, copy=True)

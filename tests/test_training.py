@@ -232,6 +232,29 @@ def test_fit_variants_reduce_the_loss(backend, batch_size, steps_per_epoch):
         assert history["loss"][0] == pytest.approx(initial, rel=1e-6)
 
 
+@pytest.mark.parametrize("ending", ["sigmoid, bce", "softmax, cce"])
+def test_fit_skips_the_jacobian_of_the_final_activation(backend, monkeypatch, ending):
+    """fit hands (p − y)/N straight to the layer below a final Sigmoid (BCE) or Softmax
+    (CCE): their backward is never called, where the notes' chain calls it."""
+    sigmoid = ending == "sigmoid, bce"
+    final = nn.Sigmoid if sigmoid else nn.Softmax
+
+    def refuse(self, grad_output, need_input_grad=True):
+        raise AssertionError(f"{final.__name__}.backward was called")
+
+    monkeypatch.setattr(final, "backward", refuse)
+    X, y = make_blobs(n=40, classes=2 if sigmoid else 3)
+    model = nn.Sequential(nn.Dense(2, 5), nn.Tanh(), nn.Dense(5, 1 if sigmoid else 3),
+                          final())
+    loss = nn.BinaryCrossEntropy() if sigmoid else nn.CategoricalCrossEntropy()
+    history = model.fit(X, y.astype(np.float32) if sigmoid else y, loss=loss,
+                        optimizer=nn.Adam(lr=0.05), epochs=20, batch_size=8, seed=0)
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["accuracy"][-1] > 0.9
+    with pytest.raises(AssertionError, match="backward was called"):
+        model.backward(loss.backward())
+
+
 def test_validation_split_holds_out_data_and_reports_val_metrics(backend):
     X, y = make_blobs(n=50, seed=5)
     nn.seed(6)
