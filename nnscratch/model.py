@@ -377,4 +377,3 @@ def _hooks(callbacks: list[Callback], name: str) -> list[Any]:
     """The bound ``name`` methods of the callbacks that override it."""
     return [getattr(callback, name) for callback in callbacks
             if getattr(type(callback), name) is not getattr(Callback, name)]
-
