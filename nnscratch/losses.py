@@ -231,13 +231,10 @@ class CategoricalCrossEntropy(Loss):
     def fused_backward(self, last_layer: Any) -> Any:
         if type(last_layer) is not Softmax:
             return None
-        probabilities, targets = self._outputs, self._targets
-        if not self._from_labels:  # given target rows need not sum to 1
-            xp = namespace(targets)
-            probabilities = probabilities * xp.sum(targets, axis=1, keepdims=True)
-        gradient = probabilities - targets
-        gradient *= 1.0 / gradient.shape[0]
-        return gradient
+        targets = self._targets
+        xp = namespace(targets)  # given target rows need not sum to 1:
+        row_weights = None if self._from_labels else xp.sum(targets, axis=1, keepdims=True)
+        return _softmax_gradient(self._outputs, targets, row_weights)
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -274,12 +271,17 @@ class SoftmaxCrossEntropy(Loss):
         return value
 
     def backward(self) -> Any:
-        probabilities = self._probabilities
-        if self._row_weights is not None:
-            probabilities = probabilities * self._row_weights
-        gradient = probabilities - self._targets
-        gradient *= 1.0 / gradient.shape[0]
-        return gradient
+        return _softmax_gradient(self._probabilities, self._targets, self._row_weights)
+
+
+def _softmax_gradient(probabilities: Any, targets: Any, row_weights: Any) -> Any:
+    """∂L/∂z of the cross-entropy of softmax(z), ``(p Σ_c y_c − y) / n``: ``row_weights``
+    holds Σ_c y_c per row, or is None for rows that sum to 1 (from integer labels)."""
+    if row_weights is not None:
+        probabilities = probabilities * row_weights
+    gradient = probabilities - targets
+    gradient *= 1.0 / gradient.shape[0]
+    return gradient
 
 
 def element_count(array: Any) -> int:
