@@ -93,21 +93,28 @@ class Tanh(Activation):
 
 
 class ReLU(Activation):
-    """Rectified linear unit: ``f(z) = max(z, 0)``, ``f'(z) = 1 if z > 0 else 0``."""
+    """Rectified linear unit: ``f(z) = max(z, 0)``, ``f'(z) = 1 if z > 0 else 0``.
+
+    Backward keeps g where y = f(z) > 0; elsewhere y is 0, which is the gradient there,
+    so ``where(y > 0, g, y)`` needs no array of zeros.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._zero: Any = None  # a 0-d zero of the input's dtype, made once
 
     def forward(self, x: Any, training: bool = False) -> Any:
         xp = namespace(x)
-        y = xp.maximum(x, 0.0)
+        zero = self._zero
+        if zero is None or zero.dtype != x.dtype or zero.device != x.device:
+            zero = self._zero = xp.zeros((), dtype=x.dtype, device=x.device)
+        y = xp.maximum(x, zero)
         self._cache = y
         return y
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
-        xp = namespace(grad_output)
-        # y > 0 exactly where z > 0. Multiplying by the 0/1 mask is the same as
-        # where(y > 0, g, 0) for finite g, and several times faster on NumPy.
-        gradient = xp.astype(self._cache > 0.0, grad_output.dtype)
-        gradient *= grad_output
-        return gradient
+        y = self._cache
+        return namespace(grad_output).where(y > 0.0, grad_output, y)
 
 
 class LeakyReLU(Activation):

@@ -17,25 +17,9 @@ from . import random
 from .backend import get_backend, namespace
 from .errors import ConfigError, ShapeError
 from .init import get_initializer
+from .parameters import Parameter, Span
 
 DTYPES = ("float32", "float64")
-
-
-class Parameter:
-    """A trainable array (``value``) and the gradient of the loss with respect to it
-    (``grad``, overwritten by every ``backward``; no accumulation, no zero_grad)."""
-
-    def __init__(self, value: Any, name: str = "") -> None:
-        self.value = value
-        self.grad: Any = None
-        self.name = name
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.value.shape)
-
-    def __repr__(self) -> str:
-        return f"Parameter({self.name!r}, shape={self.shape}, dtype={self.value.dtype})"
 
 
 class Layer:
@@ -87,6 +71,13 @@ class Dense(Layer):
 
         ∂L/∂W = xᵀ g          ∂L/∂b = Σᵢ gᵢ (sum over the batch)          ∂L/∂x = g Wᵀ
 
+    In a model, the bias rides along as one more row of the weights (the notes' x₀ = 1,
+    placed last): W and b lie side by side in θ, as W̃ = [W; b], and with x̃ = [x, 1]
+
+        y = x̃ W̃          ∂L/∂W̃ = x̃ᵀ g = [xᵀ g; Σᵢ gᵢ]
+
+    so one matrix product gives both gradients, written straight into ∇θ.
+
     Optional penalties on the weights add ``l1·Σ|W| + l2·ΣW²`` to the loss, and
     ``l1·sign(W) + 2·l2·W`` to ∂L/∂W.
     """
@@ -120,6 +111,9 @@ class Dense(Layer):
         bias = xp.zeros((out_features,), dtype=getattr(xp, dtype), device=backend.device)
         self.bias = Parameter(bias, "bias")
         self._input: Any = None
+        self._span: Span | None = None  # W̃, while weight and bias lie side by side in a θ
+        self._weight_transposed: Any = None  # Wᵀ, a view of θ, with the span
+        self._ones: dict[int, Any] = {}  # the column of ones of x̃, per batch size
 
     def forward(self, x: Any, training: bool = False) -> Any:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -127,23 +121,54 @@ class Dense(Layer):
                 f"Dense({self.in_features}, {self.out_features}) expects input of shape "
                 f"(batch, {self.in_features}), got {tuple(x.shape)}"
             )
-        self._input = x
-        output = x @ self.weight.value
-        output += self.bias.value
-        return output
+        stacked = self._stacked()
+        if stacked is None:  # on its own: the two terms, as in the notes
+            self._input = x
+            output = x @ self.weight.value
+            output += self.bias.value
+            return output
+        self._input = namespace(x).concat([x, self._ones_for(x)], axis=1)  # x̃ = [x, 1]
+        return self._input @ stacked.value  # y = x̃ W̃
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
         xp = namespace(grad_output)
-        weight = self.weight.value
-        self.weight.grad = self._input.T @ grad_output
-        self.bias.grad = xp.sum(grad_output, axis=0)
+        stacked = self._stacked()
+        if stacked is None:
+            self.weight.grad = self._input.T @ grad_output
+            self.bias.grad = xp.sum(grad_output, axis=0)
+            weight_transposed = self.weight.value.T
+        else:
+            stacked.grad = self._input.T @ grad_output  # ∂L/∂W̃ = x̃ᵀ g
+            weight_transposed = self._weight_transposed
         if self.l1:
-            self.weight.grad += self.l1 * xp.sign(weight)
+            self.weight.grad += self.l1 * xp.sign(self.weight.value)
         if self.l2:
-            self.weight.grad += (2.0 * self.l2) * weight
+            self.weight.grad += (2.0 * self.l2) * self.weight.value
         if not need_input_grad:
             return None
-        return grad_output @ weight.T
+        return grad_output @ weight_transposed
+
+    def _stacked(self) -> Span | None:
+        """W̃ = [W; b] as one view of the θ that holds this layer's weight and bias side
+        by side (a model's), or None for a layer on its own."""
+        vector = self.weight.vector
+        if vector is None:
+            return None
+        if self._span is None or self._span.vector is not vector:
+            self._span = vector.span([self.weight, self.bias],
+                                     (self.in_features + 1, self.out_features))
+            self._weight_transposed = self.weight.value.T
+        return self._span
+
+    def _ones_for(self, x: Any) -> Any:
+        """An (n, 1) column of ones in the dtype and on the device of ``x``."""
+        n = x.shape[0]
+        ones = self._ones.get(n)
+        if ones is None or ones.dtype != x.dtype:
+            if len(self._ones) > 4:  # a few batch sizes: the training batch, the last one
+                self._ones.clear()
+            ones = self._ones[n] = namespace(x).ones((n, 1), dtype=x.dtype, device=x.device)
+        return ones
 
     def parameters(self) -> list[Parameter]:
         return [self.weight, self.bias]

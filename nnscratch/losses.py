@@ -96,6 +96,20 @@ def one_hot(labels: Any, num_classes: int, dtype: Any) -> Any:
     return xp.astype(labels[:, None] == classes, dtype)
 
 
+def _labels_or_none(outputs: Any, targets: Any, loss: Loss) -> Any:
+    """``targets`` if they are integer labels, one per row of ``outputs``; None if they
+    are target rows (checked by ``_class_targets``)."""
+    if outputs.ndim != 2:
+        raise ShapeError(
+            f"{type(loss).__name__} expects outputs of shape (n, classes), "
+            f"got {tuple(outputs.shape)}"
+        )
+    if targets.ndim == 1 and targets.shape[0] == outputs.shape[0] \
+            and namespace(targets).isdtype(targets.dtype, "integral"):
+        return targets
+    return None
+
+
 def _class_targets(outputs: Any, targets: Any, loss: Loss) -> Any:
     """One-hot targets of the outputs' dtype from integer labels or one-hot rows."""
     xp = namespace(outputs)
@@ -243,35 +257,51 @@ class SoftmaxCrossEntropy(Loss):
         ``ln sᵢ_c = z_ic − m_i − ln Σ_k e^{z_ik − m_i}``   (log-sum-exp, m_i = max_k z_ik)
         ``L = −(1/n) Σᵢ Σ_c y_ic ln s_ic``,     ``∂L/∂z = (s Σ_c y_ic − y) / n``
 
-    which is ``(s − y) / n`` for one-hot rows (and any target rows that sum to 1).
+    which is ``(s − y) / n`` for one-hot rows (and any target rows that sum to 1). For
+    integer labels yᵢ the sum over c has one term, picked by indexing:
+    ``L = (1/n) Σᵢ (ln Σ_k e^{z_ik − m_i} − (z_{i,yᵢ} − m_i))``. The labels must lie in
+    0..C−1 (``fit`` and ``evaluate`` check them once, not at every step).
 
     The fused gradient is exact and cheap, where chaining Softmax's Jacobian with the
-    cross-entropy's ``−y/p`` would divide by probabilities that underflow to 0.
+    cross-entropy's ``−y/p`` would divide by probabilities that underflow to 0. It
+    reuses the forward pass's exponentials: s = e^{z − m} / Σ_k e^{z_k − m}.
     """
 
     task = "multiclass"
 
     def forward(self, outputs: Any, targets: Any) -> Any:
         xp = namespace(outputs)
-        from_labels = targets.ndim == 1
-        targets = _class_targets(outputs, targets, self)
+        labels = _labels_or_none(outputs, targets, self)
         shifted = outputs - xp.max(outputs, axis=1, keepdims=True)
         exponentials = xp.exp(shifted)
         sums = xp.sum(exponentials, axis=1, keepdims=True)
-        # Σ_c y_c (ln Σ e − shifted_c) for each row. Rows made from integer labels sum to
-        # 1; given target rows may not (a zero row masks a sample out), so weigh by Σ_c y_c.
         log_sums = xp.log(sums)
-        self._row_weights = None if from_labels else xp.sum(targets, axis=1, keepdims=True)
-        if self._row_weights is not None:
+        n = outputs.shape[0]
+        if labels is not None:
+            picked = shifted[_arange(xp, n, outputs.device), labels]  # z_{i,yᵢ} − mᵢ
+            value = xp.mean(log_sums) - xp.mean(picked)
+            self._targets = self._row_weights = None
+        else:
+            targets = _class_targets(outputs, targets, self)
+            # Σ_c y_c (ln Σ e − shifted_c) for each row. Given target rows need not sum
+            # to 1 (a zero row masks a sample out), so weigh each row by Σ_c y_c.
+            self._row_weights = xp.sum(targets, axis=1, keepdims=True)
             log_sums *= self._row_weights
-        picked = xp.sum(targets * shifted)
-        value = (xp.sum(log_sums) - picked) * (1.0 / outputs.shape[0])
-        exponentials /= sums
-        self._probabilities, self._targets = exponentials, targets
+            value = (xp.sum(log_sums) - xp.sum(targets * shifted)) * (1.0 / n)
+            self._targets = targets
+        self._labels, self._exponentials, self._sums = labels, exponentials, sums
         return value
 
     def backward(self) -> Any:
-        return _softmax_gradient(self._probabilities, self._targets, self._row_weights)
+        probabilities = self._exponentials / self._sums
+        if self._labels is None:
+            return _softmax_gradient(probabilities, self._targets, self._row_weights)
+        xp = namespace(probabilities)
+        classes = _arange(xp, probabilities.shape[1], probabilities.device)
+        is_label = self._labels[:, None] == classes  # the one-hot rows y, as booleans
+        gradient = xp.where(is_label, probabilities - 1.0, probabilities)  # s − y
+        gradient *= 1.0 / gradient.shape[0]
+        return gradient
 
 
 def _softmax_gradient(probabilities: Any, targets: Any, row_weights: Any) -> Any:
@@ -282,6 +312,21 @@ def _softmax_gradient(probabilities: Any, targets: Any, row_weights: Any) -> Any
     gradient = probabilities - targets
     gradient *= 1.0 / gradient.shape[0]
     return gradient
+
+
+_ARANGES: dict[tuple[type, str, int], Any] = {}
+
+
+def _arange(xp: Any, n: int, device: Any) -> Any:
+    """``arange(n)`` on ``device``, made once: the row and class indices of the labels'
+    fast path (a few sizes per run, so the cache stays small)."""
+    key = (type(xp), str(device), n)
+    indices = _ARANGES.get(key)
+    if indices is None:
+        if len(_ARANGES) > 64:
+            _ARANGES.clear()
+        indices = _ARANGES[key] = xp.arange(n, device=device)
+    return indices
 
 
 def element_count(array: Any) -> int:

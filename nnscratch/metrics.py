@@ -42,13 +42,21 @@ def expected_predictions(targets: Any, task: str = "multiclass") -> Any:
     return xp.reshape(expected, (-1, 1)) if expected.ndim == 1 else expected
 
 
+def class_predictions(outputs: Any, task: str = "multiclass", threshold: float = 0.5) -> Any:
+    """The classes ``outputs`` predict, in the form ``expected_predictions`` gives the
+    true ones: the argmax of each row (multiclass), or ``outputs ≥ threshold`` as
+    booleans (binary). One array operation: ``fit`` calls it on every step."""
+    if task == "multiclass":
+        return namespace(outputs).argmax(outputs, axis=1)
+    return outputs >= threshold
+
+
 def count_matching(outputs: Any, expected: Any, task: str = "multiclass",
                    threshold: float = 0.5) -> Any:
     """How many predictions from ``outputs`` equal ``expected_predictions``, as a
-    0-d array (on every training step: a few array operations, no host read)."""
+    0-d array (no host read)."""
     xp = namespace(outputs)
-    predicted = xp.argmax(outputs, axis=1) if task == "multiclass" else outputs >= threshold
-    return xp.count_nonzero(predicted == expected)
+    return xp.count_nonzero(class_predictions(outputs, task, threshold) == expected)
 
 
 def correct_count(outputs: Any, targets: Any, task: str = "multiclass",

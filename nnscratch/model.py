@@ -31,10 +31,11 @@ from .data import (
     train_validation_split,
 )
 from .errors import ConfigError, DivergenceError
-from .layers import Layer, Parameter
+from .layers import Layer
 from .losses import Loss
-from .metrics import correct_count, count_matching, expected_predictions
+from .metrics import class_predictions, correct_count, expected_predictions
 from .optim import Optimizer, Schedule
+from .parameters import Parameters, ParameterVector, pack
 
 
 class Sequential:
@@ -49,6 +50,8 @@ class Sequential:
         self.layers: list[Layer] = list(layers)
         self.loss: Loss | None = None
         self.stop_training = False
+        self._vector: ParameterVector | None = None
+        self.parameters()  # lay the parameters out as one vector θ (see parameters.py)
 
     # -- the parts -----------------------------------------------------------------------
 
@@ -56,11 +59,21 @@ class Sequential:
         if not isinstance(layer, Layer):
             raise ConfigError(f"Sequential takes layers, got {layer!r}")
         self.layers.append(layer)
+        self.parameters()
         return self
 
-    def parameters(self) -> list[Parameter]:
-        """Every trainable parameter, in layer order (each Dense: weight, then bias)."""
-        return [param for layer in self.layers for param in layer.parameters()]
+    def parameters(self) -> Parameters:
+        """Every trainable parameter, in layer order (each Dense: weight, then bias).
+
+        Their values are windows of one flat vector θ, and their gradients of one ∇θ
+        (``.vector``; None where the backend cannot share memory between them), laid out
+        again if the layers have changed since the last call.
+        """
+        members = [param for layer in self.layers for param in layer.parameters()]
+        vector = self._vector
+        if vector is None or vector.parameters != members or not vector.holds_all():
+            vector = self._vector = pack(members)
+        return Parameters(members, vector)
 
     @property
     def in_features(self) -> int | None:
@@ -203,9 +216,6 @@ class Sequential:
         penalized = self._penalized()  # any L1/L2 terms to add to the loss
         # accuracy counts samples (multiclass) or output elements (binary)
         judged = samples * (1 if loss.task == "multiclass" else self._binary_width())
-        # what a correct prediction equals, for all of y at once (None: regression)
-        expected = None if loss.task == "regression" else expected_predictions(y, loss.task)
-        data = (X, y, expected)
 
         history = History()
         callbacks = [history, *callbacks]
@@ -231,7 +241,7 @@ class Sequential:
                 if shuffle and steps > 1:
                     order = backend.asarray(random.permutation(samples, rng))
                 step_losses, correct = self._train_epoch(
-                    data, order, batch_size, loss, optimizer, parameters, penalized,
+                    X, y, order, batch_size, loss, optimizer, parameters, penalized,
                     batch_end_hooks)
                 logs = self._epoch_logs(backend.xp, step_losses, correct, samples, batch_size,
                                         judged, epoch, optimizer.lr)
@@ -249,27 +259,26 @@ class Sequential:
             callback.on_train_end()
         return history
 
-    def _train_epoch(self, data: tuple[Any, Any, Any], order: Any, batch_size: int,
-                     loss: Loss, optimizer: Optimizer, parameters: list[Parameter],
-                     penalized: bool, batch_end_hooks: list[Any]) -> tuple[list[Any], Any]:
-        """One pass over the data: a gradient step per batch. ``data`` is (X, y, the
-        expected predictions or None: ``metrics.expected_predictions``). Returns the
-        steps' losses and the number of correct predictions, still on the device."""
-        X, y, expected = data
+    def _train_epoch(self, X: Any, y: Any, order: Any, batch_size: int, loss: Loss,
+                     optimizer: Optimizer, parameters: Parameters, penalized: bool,
+                     batch_end_hooks: list[Any]) -> tuple[list[Any], Any]:
+        """One pass over the data: a gradient step per batch. Returns the steps' losses
+        and the number of correct predictions (None for regression), on the device.
+
+        The epoch's shuffle is applied to the whole set at once, so that every step
+        takes a contiguous slice: one gather per epoch rather than two per step. The
+        steps' outputs are kept, and judged against the targets once, at the end.
+        """
         xp = namespace(X)
+        if order is not None:
+            X, y = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
         samples = X.shape[0]
-        step_losses, correct = [], None
+        judging = loss.task != "regression"
+        step_losses, step_outputs = [], []
         for step, start in enumerate(range(0, samples, batch_size)):
             stop = min(start + batch_size, samples)  # the standard forbids overshooting
-            if stop - start == samples:  # batch gradient descent: the whole set
-                xb, yb, eb = X, y, expected
-            elif order is None:
-                xb, yb, eb = (None if a is None else a[start:stop, ...] for a in data)
-            else:
-                index = order[start:stop]
-                xb, yb = xp.take(X, index, axis=0), xp.take(y, index, axis=0)
-                eb = yb if expected is y else (
-                    None if expected is None else xp.take(expected, index, axis=0))
+            xb, yb = (X, y) if stop - start == samples else (X[start:stop, ...],
+                                                              y[start:stop, ...])
             outputs = self.forward(xb, training=True)
             value = loss.forward(outputs, yb)
             if penalized:
@@ -277,12 +286,18 @@ class Sequential:
             self.backward_loss(loss, need_input_grad=False)
             optimizer.step(parameters)
             step_losses.append(value)
-            if eb is not None:
-                count = count_matching(outputs, eb, loss.task, loss.threshold)
-                correct = count if correct is None else correct + count
+            if judging:
+                step_outputs.append(outputs)
             for hook in batch_end_hooks:
                 hook(step, value)
-        return step_losses, correct
+        if not judging:
+            return step_losses, None
+        outputs = step_outputs[0] if len(step_outputs) == 1 else xp.concat(step_outputs, axis=0)
+        predicted = class_predictions(outputs, loss.task, loss.threshold)
+        expected = expected_predictions(y, loss.task)
+        if expected.shape != predicted.shape:  # (n,) binary targets of an (n, 1) output
+            expected = xp.reshape(expected, predicted.shape)
+        return step_losses, xp.count_nonzero(predicted == expected)
 
     @staticmethod
     def _epoch_logs(xp: Any, step_losses: list[Any], correct: Any, samples: int,
@@ -293,7 +308,7 @@ class Sequential:
             losses = [float(step_losses[0])]
             mean_loss = losses[0]
         else:
-            losses = to_numpy(xp.stack([xp.asarray(v) for v in step_losses])).tolist()
+            losses = to_numpy(xp.stack(step_losses)).tolist()
             # each step's loss is its batch's mean; the last batch may be short
             last = samples - batch_size * (len(losses) - 1)
             mean_loss = (sum(losses[:-1]) * batch_size + losses[-1] * last) / samples

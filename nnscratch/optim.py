@@ -9,18 +9,11 @@ lives in one place, ``optimizer.state[param]``, a dict of named arrays.
 Notation: w a parameter, g = ∂L/∂w its gradient, α the learning rate, t the step
 number (from 1), λ the weight decay.
 
-State that nobody feeds decays. Where a weight's gradient stays 0 (an MNIST pixel that
-is never lit, a dead ReLU unit), its momentum or moment estimate shrinks by a constant
-factor r every step (β₁ = 0.9 for Adam's first moment), down through the subnormal
-numbers below the dtype's smallest normal one, on which x86 processors compute many
-times slower (six epochs of an MNIST network with Adam took 10-16% longer on an Intel
-Xeon, the sixth epoch up to 28% longer than the first). So every
-``flush_interval()`` steps, state entries below ``smallest_normal · 2²⁴`` are set to 0,
-the interval being short enough that nothing falls from there to a subnormal in
-between. No update changes visibly: such an entry moves a weight by less than
-α/ε · 2e-31 (Adam, float32), far below the last bit of any weight that is not itself
-almost 0. (A processor's flush-to-zero mode does the like for all arithmetic; neither
-NumPy nor the Array API standard can switch it on.)
+Decaying state is flushed to 0 before it turns subnormal: where a gradient stays 0 (a
+pixel never lit), a moment shrinks by β every step, and x86 processors compute many times
+slower on subnormal numbers. Every ``flush_interval()`` steps, state entries below
+``smallest_normal · 2²⁴`` are set to 0; such an entry moves a weight by less than
+α/ε · 2e-31 (Adam, float32). The measurements are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -30,7 +23,7 @@ from typing import Any
 
 from .backend import namespace
 from .errors import ConfigError
-from .layers import Parameter
+from .parameters import Parameter, ParameterVector
 
 # State entries below smallest_normal · 2**FLUSH_HEADROOM_BITS are flushed to 0.
 FLUSH_HEADROOM_BITS = 24
@@ -56,27 +49,39 @@ def _non_negative(name: str, value: float) -> float:
 
 
 class Optimizer:
-    """Base class: learning rate ``lr``, step counter ``t``, state per parameter."""
+    """Base class: learning rate ``lr``, step counter ``t``, state per parameter.
+
+    ``step(model.parameters())`` updates the model's whole parameter vector θ as one
+    array (its parameters are windows of θ: see ``nnscratch.parameters``), so an update
+    rule costs the same few array operations whatever the number of layers. Given any
+    other list of parameters, it updates them one by one. Either way ``state[param]``
+    holds each parameter's state arrays (windows of θ-sized state, for a model).
+    """
 
     slot_names: tuple[str, ...] = ()
 
     def __init__(self, lr: float) -> None:
         self.lr = _positive("learning rate", lr)
         self.t = 0
-        self.state: dict[Parameter, dict[str, Any]] = {}
+        self.state: dict[Any, dict[str, Any]] = {}
 
     def step(self, params: list[Parameter]) -> None:
         """Apply one update to every parameter from its ``.grad``."""
         self.t += 1
-        for param in params:
-            if param.grad is None:
-                continue
-            self.update(param, param.value, param.grad)
+        vector = getattr(params, "vector", None)
+        if vector is not None and vector.ready():
+            self.update(vector, vector.value, vector.grad)  # θ ← update(θ, ∇θ)
+        else:
+            for param in params:
+                if param.grad is not None:
+                    self.update(param, param.value, param.grad)
         interval = self.flush_interval()
         if interval and self.t % interval == 0:
             self.flush_vanishing_state()
 
-    def update(self, param: Parameter, w: Any, g: Any) -> None:
+    def update(self, param: Any, w: Any, g: Any) -> None:
+        """Update ``w`` (a parameter's value, or all of θ) in place from its gradient
+        ``g``; ``param`` keys the state."""
         raise NotImplementedError
 
     def decay_factors(self) -> tuple[float, ...]:
@@ -93,20 +98,39 @@ class Optimizer:
 
     def flush_vanishing_state(self) -> None:
         """Set to 0, in place, the state entries below ``smallest_normal · 2²⁴``."""
-        for state in self.state.values():
+        for param, state in self.state.items():
+            if getattr(param, "vector", None) is not None:
+                continue  # windows of a vector's state, flushed with it
             for array in state.values():
                 xp = namespace(array)
                 floor = float(xp.finfo(array.dtype).smallest_normal) * 2.0**FLUSH_HEADROOM_BITS
                 array *= xp.astype(xp.abs(array) >= floor, array.dtype)
 
-    def slots(self, param: Parameter) -> dict[str, Any]:
-        """This parameter's state arrays, created as zeros on first use."""
+    def slots(self, param: Any) -> dict[str, Any]:
+        """This parameter's state arrays, created as zeros on first use.
+
+        For θ (a ``ParameterVector``) the arrays are θ-sized, and each of its parameters
+        gets the windows of them as its own state; a parameter of a vector gets those
+        windows, so both ways of stepping share one state.
+        """
         state = self.state.get(param)
-        if state is None:
-            xp = namespace(param.value)
-            state = self.state[param] = {
-                name: xp.zeros_like(param.value) for name in self.slot_names
-            }
+        if state is not None:
+            return state
+        vector = getattr(param, "vector", None)
+        if vector is not None:  # a parameter laid out in θ: its windows of θ's state
+            self.slots(vector)
+            return self.state[param]
+        xp = namespace(param.value)
+        state = {name: xp.zeros_like(param.value) for name in self.slot_names}
+        if isinstance(param, ParameterVector):
+            for index, member in enumerate(param.parameters):
+                earlier = self.state.get(member, {})  # e.g. restored from a checkpoint
+                windows = {name: param.window(array, index) for name, array in state.items()}
+                for name, window in windows.items():
+                    if name in earlier:
+                        window[...] = earlier[name]
+                self.state[member] = windows
+        self.state[param] = state
         return state
 
     def config(self) -> dict[str, Any]:
@@ -142,7 +166,7 @@ class SGD(Optimizer):
 
         g ← g + λw                           (weight_decay, i.e. L2 regularization)
         plain:      w ← w − α g
-        momentum:   b ← μ b + g  (b = g at t = 1),   w ← w − α b
+        momentum:   b ← μ b + g  (b = 0 before the first step),   w ← w − α b
         Nesterov:   w ← w − α (g + μ b)
 
     The course notes write momentum as ``m = βm − α∇J; w = w + m``: that is the same
@@ -161,33 +185,16 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0.0:
             raise ConfigError("Nesterov momentum needs momentum > 0")
 
-    def step(self, params: list[Parameter]) -> None:
-        if self.momentum or self.weight_decay:
-            super().step(params)
-            return
-        # plain gradient descent, w ← w − α g: inline, as a small network's step is
-        # microseconds, and a method call per parameter is a good share of them
-        self.t += 1
-        lr = self.lr
-        for param in params:
-            if param.grad is not None:
-                param.value -= lr * param.grad
-
     def decay_factors(self) -> tuple[float, ...]:
         return (self.momentum,)
 
-    def update(self, param: Parameter, w: Any, g: Any) -> None:
+    def update(self, param: Any, w: Any, g: Any) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * w
         if self.momentum:
-            state = self.state.get(param)
-            if state is None:  # torch starts the buffer at the first gradient, not at 0
-                buffer = namespace(g).asarray(g, copy=True)
-                self.state[param] = {"momentum_buffer": buffer}
-            else:
-                buffer = state["momentum_buffer"]
-                buffer *= self.momentum
-                buffer += g
+            buffer = self.slots(param)["momentum_buffer"]
+            buffer *= self.momentum  # from b = 0, the first step gives b = g, as torch
+            buffer += g
             g = g + self.momentum * buffer if self.nesterov else buffer
         w -= self.lr * g
 
@@ -220,7 +227,7 @@ class RMSprop(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return (self.alpha, self.momentum)
 
-    def update(self, param: Parameter, w: Any, g: Any) -> None:
+    def update(self, param: Any, w: Any, g: Any) -> None:
         xp = namespace(w)
         if self.weight_decay:
             g = g + self.weight_decay * w
@@ -252,19 +259,14 @@ class Adam(Optimizer):
         m̂ = m / (1 − β₁ᵗ),   v̂ = v / (1 − β₂ᵗ)      bias corrections
         w ← w − α m̂ / (√v̂ + ε)
 
-    The code computes the same w with fewer passes over the weights. It keeps the
-    moments scaled, m̃ = m / (1 − β₁) and ṽ = v / (1 − β₂) (state slots ``m_scaled``
-    and ``v_scaled``), so that each update is a scale and an add:
+    The code keeps the moments scaled, m̃ = m / (1 − β₁) and ṽ = v / (1 − β₂) (state
+    slots ``m_scaled`` and ``v_scaled``), and folds every constant into two scalars, with
+    c = √((1 − β₂) / (1 − β₂ᵗ)):
 
         m̃ ← β₁ m̃ + g,      ṽ ← β₂ ṽ + g²
-
-    and folds every constant into two scalars, with c = √((1 − β₂) / (1 − β₂ᵗ)):
-
         w ← w − α_t m̃ / (√ṽ + ε_t),   α_t = α (1 − β₁) / ((1 − β₁ᵗ) c),   ε_t = ε / c
 
-    All of it happens in place, in the state and one scratch array per parameter: on
-    NumPy a fresh temporary the size of a weight matrix costs more (page faults on new
-    memory) than the arithmetic on it, and Adam touches every weight at every step.
+    the same w in ten array operations per step, for all of θ at once.
     """
 
     slot_names = ("m_scaled", "v_scaled")
@@ -277,7 +279,6 @@ class Adam(Optimizer):
         self.betas = (_fraction("beta1", betas[0]), _fraction("beta2", betas[1]))
         self.eps = _positive("eps", eps)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
-        self._scratch: dict[Parameter, Any] = {}  # working memory, not optimizer state
         self._step_size = self._step_eps = 0.0  # α_t and ε_t of the current step
 
     def step(self, params: list[Parameter]) -> None:
@@ -291,28 +292,19 @@ class Adam(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return self.betas
 
-    def update(self, param: Parameter, w: Any, g: Any) -> None:
+    def update(self, param: Any, w: Any, g: Any) -> None:
         beta1, beta2 = self.betas
         if self.weight_decay:
             g = g + self.weight_decay * w
         state = self.slots(param)
         m, v = state["m_scaled"], state["v_scaled"]
-        scratch = self._scratch.get(param)
-        if scratch is None or scratch.shape != w.shape:
-            scratch = self._scratch[param] = namespace(w).empty_like(w)
         m *= beta1  # m̃ ← β₁ m̃ + g
         m += g
-        scratch[...] = g  # ṽ ← β₂ ṽ + g²
-        scratch *= g
-        v *= beta2
-        v += scratch
-        scratch[...] = v  # w ← w − α_t m̃ / (√ṽ + ε_t)
-        scratch **= 0.5  # square root, in place
-        scratch += self._step_eps
-        scratch **= -1  # reciprocal, in place (an int power: NumPy takes its fast path)
-        scratch *= m
-        scratch *= self._step_size
-        w -= scratch
+        v *= beta2  # ṽ ← β₂ ṽ + g²
+        v += g * g
+        denominator = namespace(v).sqrt(v)  # w ← w − α_t m̃ / (√ṽ + ε_t)
+        denominator += self._step_eps
+        w -= self._step_size * m / denominator
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
@@ -333,7 +325,7 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, 0.0)
         self.decoupled_weight_decay = _non_negative("weight_decay", weight_decay)
 
-    def update(self, param: Parameter, w: Any, g: Any) -> None:
+    def update(self, param: Any, w: Any, g: Any) -> None:
         if self.decoupled_weight_decay:
             w *= 1.0 - self.lr * self.decoupled_weight_decay
         super().update(param, w, g)
