@@ -6,7 +6,8 @@ matplotlib is optional (part of the ``examples`` extra): it is imported inside e
 function, and a missing matplotlib raises :class:`PlottingUnavailableError` saying how
 to install it. Figures are drawn with the non-interactive Agg canvas, without pyplot
 (no global state, no window), and each PNG is written atomically: a reader never sees
-half an image.
+half an image. Each ``plot_*`` function draws its Figure in a ``_*_figure`` helper and
+renders that; the tests read the helpers' Figures to check what a picture shows.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ._files import atomic_write
-from .errors import NNScratchError, ShapeError
+from .errors import ConfigError, DataError, NNScratchError, ShapeError
 
 _INSTALL_HINT = "pip install matplotlib (or: pip install 'nnscratch[examples]')"
 
@@ -58,6 +60,11 @@ def plot_learning_curves(history: Any, path: str | os.PathLike) -> None:
     ``history`` is a ``History`` (``fit``'s return value) or its ``.history`` dict:
     ``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}``.
     """
+    _write_png(_learning_curves_figure(history), path)
+
+
+def _learning_curves_figure(history: Any) -> Any:
+    """The Figure of ``plot_learning_curves``: axes[0] loss, axes[1] accuracy."""
     curves = getattr(history, "history", history)
     if not isinstance(curves, dict) or not curves.get("loss"):
         raise ShapeError(
@@ -86,21 +93,36 @@ def plot_learning_curves(history: Any, path: str | os.PathLike) -> None:
             axes.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center",
                       transform=axes.transAxes)
     figure.tight_layout()
-    _write_png(figure, path)
+    return figure
 
 
 def plot_confusion_matrix(matrix: Any, path: str | os.PathLike,
-                          labels: list[str] | None = None) -> None:
+                          class_names: Sequence[str] | None = None, *,
+                          labels: Sequence[str] | None = None) -> None:
     """The confusion matrix as a heat map with every count written in its cell;
-    ``matrix[i, j]`` counts the samples of true class i predicted as class j."""
+    ``matrix[i, j]`` counts the samples of true class i (row, y axis) predicted as
+    class j (column, x axis). ``class_names[k]`` names class k on both axes (default:
+    the numbers); ``labels`` is the older name of the same argument."""
+    _write_png(_confusion_matrix_figure(matrix, class_names, labels=labels), path)
+
+
+def _confusion_matrix_figure(matrix: Any, class_names: Sequence[str] | None = None, *,
+                             labels: Sequence[str] | None = None) -> Any:
+    """The Figure of ``plot_confusion_matrix``: axes[0] the heat map, axes[1] its
+    colour bar."""
     counts = np.asarray(matrix)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
         raise ShapeError(f"a confusion matrix must be square, got shape {counts.shape}")
+    if class_names is not None and labels is not None:
+        raise ConfigError("pass class_names or labels (its older name), not both")
+    if class_names is None:
+        class_names = labels
     classes = counts.shape[0]
-    names = [str(label) for label in labels] if labels is not None else [
+    names = [str(name) for name in class_names] if class_names is not None else [
         str(index) for index in range(classes)]
     if len(names) != classes:
-        raise ShapeError(f"{len(names)} labels for a {classes}x{classes} confusion matrix")
+        raise ShapeError(f"{len(names)} class names for a {classes}x{classes} confusion matrix: "
+                         "give one name per class")
     side = max(4.0, 0.6 * classes + 2.0)
     figure = _figure(side + 1.0, side)
     axes = figure.subplots()
@@ -114,7 +136,9 @@ def plot_confusion_matrix(matrix: Any, path: str | os.PathLike,
             text = f"{value:g}" if counts.dtype.kind == "f" else str(int(value))
             axes.text(column, row, text, ha="center", va="center", fontsize=font_size,
                       color="white" if value > threshold else "black")
-    axes.set_xticks(range(classes), names)
+    long_names = max(map(len, names)) > 2  # words, not digits: slant them to fit
+    axes.set_xticks(range(classes), names, rotation=45 if long_names else 0,
+                    ha="right" if long_names else "center")
     axes.set_yticks(range(classes), names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
@@ -123,16 +147,29 @@ def plot_confusion_matrix(matrix: Any, path: str | os.PathLike,
     share = f" (accuracy {correct / total:.4f})" if total else ""
     axes.set_title(f"confusion matrix{share}")
     figure.tight_layout()
-    _write_png(figure, path)
+    return figure
 
 
 def plot_misclassified(images: Any, true_labels: Any, predicted_labels: Any,
-                       path: str | os.PathLike, max_images: int = 36) -> None:
+                       path: str | os.PathLike, max_images: int = 36,
+                       class_names: Sequence[str] | None = None) -> None:
     """A grid of (at most ``max_images``) images, each titled "true T / pred P".
 
     ``images`` are square grey images, as (n, side, side) or flattened (n, side²) rows
-    (28x28 MNIST, 8x8 digits); with none, the picture says so.
+    (28x28 MNIST, 8x8 digits); with none, the picture says so. With ``class_names``
+    the titles name the classes ("true Sneaker / pred Bag"): label k is
+    ``class_names[k]``.
     """
+    figure = _misclassified_figure(images, true_labels, predicted_labels, max_images,
+                                   class_names)
+    _write_png(figure, path)
+
+
+def _misclassified_figure(images: Any, true_labels: Any, predicted_labels: Any,
+                          max_images: int = 36,
+                          class_names: Sequence[str] | None = None) -> Any:
+    """The Figure of ``plot_misclassified``: one axes per grid cell, row by row, the
+    first ``count`` of them showing an image."""
     pictures = np.asarray(images, dtype=np.float64)
     expected = np.asarray(true_labels).reshape(-1)
     predicted = np.asarray(predicted_labels).reshape(-1)
@@ -154,20 +191,34 @@ def plot_misclassified(images: Any, true_labels: Any, predicted_labels: Any,
     if count == 0:
         figure = _figure(4, 2)
         figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-        _write_png(figure, path)
-        return
+        return figure
+    titles = [f"true {_class_name(expected[index], class_names)} / "
+              f"pred {_class_name(predicted[index], class_names)}" for index in range(count)]
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
-    figure = _figure(1.5 * columns, 1.7 * rows)
+    # about 0.065 inch per character of an 8-point title: class names widen the cells
+    cell_width = max(1.5, 0.065 * max(map(len, titles)))
+    figure = _figure(cell_width * columns, 1.7 * rows)
     grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
     for index, axes in enumerate(grid):
         axes.axis("off")
         if index < count:
             axes.imshow(pictures[index], cmap="gray", interpolation="nearest")
-            axes.set_title(f"true {expected[index]} / pred {predicted[index]}", fontsize=8,
-                           color="firebrick")
+            axes.set_title(titles[index], fontsize=8, color="firebrick")
     figure.tight_layout()
-    _write_png(figure, path)
+    return figure
+
+
+def _class_name(label: Any, class_names: Sequence[str] | None) -> str:
+    """``class_names[label]``, or the label itself where there are no names."""
+    if class_names is None:
+        return str(label)
+    if not (float(label).is_integer() and 0 <= int(label) < len(class_names)):
+        raise DataError(
+            f"label {label} has no class name: class_names holds {len(class_names)} names, "
+            f"for the labels 0..{len(class_names) - 1}"
+        )
+    return str(class_names[int(label)])
 
 
 __all__ = [

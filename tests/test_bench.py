@@ -3,15 +3,19 @@ to the same weights as nnscratch, and the scripts run end to end.
 
 A benchmark row that did less work (a forgotten bias gradient, an Adam without bias
 correction) would look fast and be wrong; these tests pin every row to nnscratch's
-own result from the same start.
+own result from the same start. What the scripts compute from their timings (per-round
+ratios, the summary rows, PASS/FAIL against each target) is pinned on constructed
+timings, and the results files of the quick runs must agree with their own timings.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -104,6 +108,105 @@ def test_xor_reference_matches_nnscratch(xor):
     np.testing.assert_allclose(predictions, reference.predict(xor.X_XOR), atol=1e-5)
 
 
+# -- what the bench computes from its timings ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def common():
+    return import_bench("common")
+
+
+def test_spread_and_ratio_are_per_round(common):
+    assert common.spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0,
+                                              "samples": [3.0, 1.0, 2.0]}
+    assert common.spread([1.0, 2.0, 3.0, 10.0])["median"] == 2.5
+    # round by round: 2/1, 6/3, 3/2; the ratio of the medians would be 3/2, of the
+    # sorted samples 1.5, 2, 2
+    assert common.ratio([2.0, 6.0, 3.0], [1.0, 3.0, 2.0]) == {
+        "median": 2.0, "min": 1.5, "max": 2.0, "samples": [2.0, 2.0, 1.5]}
+
+
+def test_verdict_on_both_sides_of_the_limit(common):
+    assert common.verdict(0.74, 0.75) == "PASS"
+    assert common.verdict(0.75, 0.75) == "PASS"  # "at most": the limit itself passes
+    assert common.verdict(0.76, 0.75) == "FAIL"
+    assert common.verdict(5.0, 5.0, at_most=False) == "PASS"  # "at least"
+    assert common.verdict(4.9, 5.0, at_most=False) == "FAIL"
+    assert common.verdict(6.0, 5.0, at_most=False) == "PASS"
+    assert common.verdict(None, 0.75) == "n/a"
+
+
+def target_rows(mlp, pytorch: float, reference: float, matmuls: float) -> list[dict]:
+    """Results as mlp.main builds them, with the given medians for nnscratch's fit row;
+    another batch size, with the opposite verdicts, must be ignored."""
+    def results(batch: int, factor: float) -> dict:
+        ours = {"name": "nnscratch numpy (fit)",
+                "ratio_to_pytorch": {"median": pytorch * factor},
+                "ratio_to_reference": {"median": reference * factor},
+                "ratio_to_matmuls": {"median": matmuls * factor}}
+        floor = {"name": mlp.FLOOR, "ratio_to_matmuls": {"median": 1.05}}
+        return {"batch_size": batch, "rows": [ours, floor]}
+
+    return [results(64, 10.0), results(mlp.TARGET_BATCH, 1.0), results(512, 0.1)]
+
+
+@pytest.mark.parametrize("side", ["under", "over"])
+def test_mlp_targets_pass_at_or_under_their_limits_and_fail_over(mlp, side):
+    factor = 0.99 if side == "under" else 1.01
+    limits = [mlp.TARGET_VS_PYTORCH, mlp.TARGET_VS_REFERENCE, mlp.TARGET_VS_MATMULS,
+              mlp.TARGET_MEMORY]
+    values = [limit * factor for limit in limits]
+    targets = mlp.evaluate_targets(target_rows(mlp, *values[:3]), {"ratio": values[3]})
+    verdict = "PASS" if side == "under" else "FAIL"
+    assert [(t["value"], t["at_most"], t["verdict"]) for t in targets[:4]] == [
+        (value, limit, verdict) for value, limit in zip(values, limits)]
+    assert "PyTorch" in targets[0]["target"] and "reference" in targets[1]["target"]
+    assert "matmuls" in targets[2]["target"] and "memory" in targets[3]["target"]
+    assert targets[4] == {"target": "for scale: NumPy floor (no temporaries) vs matmuls",
+                          "value": 1.05, "at_most": None, "verdict": "info"}
+
+
+def test_mlp_targets_without_a_measurement_say_so(mlp):
+    targets = mlp.evaluate_targets(target_rows(mlp, 0.5, 0.5, 0.5)[:1], None)  # batch 64
+    assert [(t["value"], t["verdict"]) for t in targets] == [(None, "n/a")] * 4
+
+
+def test_mlp_summary_rows_are_ratios_to_their_peers_in_the_same_round(mlp, common):
+    def candidate(name: str, seconds: list[float]) -> object:
+        return common.Candidate(name=name, run=common.nothing, steps=10, device="cpu",
+                                seconds=seconds)
+
+    ours = "nnscratch numpy (fit)"
+    run = SimpleNamespace(batch=128, candidates=[
+        candidate(ours, [0.002, 0.004]),
+        candidate(mlp.PYTORCH_CPU, [0.001, 0.004]),
+        candidate(mlp.REFERENCE, [0.004, 0.002]),
+        candidate(mlp.MATMULS, [0.001, 0.001]),
+    ], weights_after_warmup={
+        ours: [np.array([[0.0, 0.5]], dtype=np.float32), np.array([-1e-3])],
+        mlp.REFERENCE: [np.zeros((1, 2)), np.zeros(1)],
+        mlp.MATMULS: [],
+    })
+    rows = {row["name"]: row for row in mlp.summarize(run)}
+    row = rows[ours]
+    assert row["ms_per_step"] == {"median": 3.0, "min": 2.0, "max": 4.0,
+                                  "samples": [2.0, 4.0]}
+    assert row["epoch_s"]["samples"] == pytest.approx([0.002 * 469, 0.004 * 469])  # MNIST
+    assert row["ratio_to_pytorch"]["samples"] == pytest.approx([2.0, 1.0])
+    assert row["ratio_to_reference"]["samples"] == pytest.approx([0.5, 2.0])
+    assert row["ratio_to_matmuls"]["samples"] == pytest.approx([2.0, 4.0])
+    assert row["matmul_gflops"]["samples"] == pytest.approx(
+        [mlp.step_flops(128) / 0.002 / 1e9, mlp.step_flops(128) / 0.004 / 1e9])
+    assert row["max_abs_weight_diff_after_warmup"] == 0.5
+    assert rows[mlp.REFERENCE]["ratio_to_reference"]["samples"] == [1.0, 1.0]
+    assert rows[mlp.REFERENCE]["max_abs_weight_diff_after_warmup"] == 0.0
+    assert "max_abs_weight_diff_after_warmup" not in rows[mlp.MATMULS]  # no weights
+    assert rows[mlp.PYTORCH_CPU]["ratio_to_pytorch"]["samples"] == [1.0, 1.0]
+
+
+# -- the scripts, end to end --------------------------------------------------------------
+
+
 def run_script(args: list[str], tmp_path) -> dict:
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, *args, "--out", str(out)], cwd=ROOT,
@@ -112,28 +215,95 @@ def run_script(args: list[str], tmp_path) -> dict:
     return json.loads(out.read_text(encoding="utf-8"))
 
 
+def assert_per_round_ratio(stats: dict, numerator: dict, denominator: dict) -> None:
+    """``stats`` is the per-round ratio of two rows' timings (as stored, in ms or µs)."""
+    expected = [a / b for a, b in zip(numerator["samples"], denominator["samples"])]
+    assert stats["samples"] == pytest.approx(expected, rel=1e-9)
+    assert stats["median"] == pytest.approx(float(np.median(expected)), rel=1e-9)
+
+
 @pytest.mark.skipif(nn.get_backend().name != "numpy",
                     reason="the benchmark scripts are run once, in the numpy session")
-def test_mlp_benchmark_runs_and_reports_every_row(tmp_path):
+def test_mlp_benchmark_runs_and_reports_every_row(mlp, tmp_path):
     results = run_script(["bench/mlp.py", "--quick", "--backends", "numpy",
                           "--batch-sizes", "128", "--no-memory"], tmp_path)["mlp"]
+    assert [entry["batch_size"] for entry in results["results"]] == [128]
     rows = {row["name"]: row for row in results["results"][0]["rows"]}
-    for name in ("nnscratch numpy (fit)", "nnscratch numpy (manual loop)",
-                 "NumPy reference", "NumPy matmuls only",
-                 "NumPy floor (out=, no temporaries)"):
-        assert rows[name]["ms_per_step"]["median"] > 0
-    assert rows["NumPy reference"]["ratio_to_reference"]["median"] == 1.0
-    # every row trained the same network: weights within float32 noise after warm-up
+    ours, reference = rows["nnscratch numpy (fit)"], rows[mlp.REFERENCE]
+    expected = {"nnscratch numpy (fit)", "nnscratch numpy (manual loop)", mlp.REFERENCE,
+                mlp.MATMULS, mlp.FLOOR}
+    if importlib.util.find_spec("torch") is not None:
+        expected.add(mlp.PYTORCH_CPU)
+        if "PyTorch cpu (Adam, fused)" not in results["skipped"]:  # where torch has it
+            expected.add("PyTorch cpu (Adam, fused)")
+    assert set(rows) == expected
     for name, row in rows.items():
-        if "max_abs_weight_diff_after_warmup" in row:
+        timings = row["ms_per_step"]
+        assert len(timings["samples"]) == 2, name  # --quick: two interleaved rounds
+        assert timings["min"] <= timings["median"] <= timings["max"], name
+        # an MNIST epoch: 60,000 samples in 469 steps of (at most) 128
+        assert row["epoch_s"]["median"] == pytest.approx(timings["median"] * 469 / 1e3)
+        assert_per_round_ratio(row["ratio_to_reference"], timings, reference["ms_per_step"])
+        assert_per_round_ratio(row["ratio_to_matmuls"], timings,
+                               rows[mlp.MATMULS]["ms_per_step"])
+        if mlp.PYTORCH_CPU in rows:
+            assert_per_round_ratio(row["ratio_to_pytorch"], timings,
+                                   rows[mlp.PYTORCH_CPU]["ms_per_step"])
+        # every row trained the same network: weights within float32 noise after
+        # warm-up (the matmuls row has no weights)
+        if name == mlp.MATMULS:
+            assert "max_abs_weight_diff_after_warmup" not in row
+        else:
             assert row["max_abs_weight_diff_after_warmup"] < 1e-3, name
-    targets = {t["target"]: t for t in results["targets"]}
-    assert targets["numpy epoch at batch 128 vs plain NumPy reference"]["verdict"] in (
-        "PASS", "FAIL")
+    assert reference["ratio_to_reference"]["samples"] == [1.0, 1.0]
+    assert reference["max_abs_weight_diff_after_warmup"] == 0.0
+    # the targets: nnscratch's fit row at batch 128 against each limit, no memory target
+    # (--no-memory), and the floor for scale
+    targets = results["targets"]
+    measured = [ours["ratio_to_pytorch"]["median"] if mlp.PYTORCH_CPU in rows else None,
+                ours["ratio_to_reference"]["median"], ours["ratio_to_matmuls"]["median"],
+                None]
+    assert [t["value"] for t in targets[:4]] == measured
+    for target in targets[:4]:
+        value, limit = target["value"], target["at_most"]
+        assert target["verdict"] == (
+            "n/a" if value is None else "PASS" if value <= limit else "FAIL"), target
+    assert targets[4]["value"] == rows[mlp.FLOOR]["ratio_to_matmuls"]["median"]
+    assert results["memory"] is None
 
 
 @pytest.mark.skipif(nn.get_backend().name != "numpy",
                     reason="the benchmark scripts are run once, in the numpy session")
-def test_xor_benchmark_runs_and_solves_xor(tmp_path):
+def test_xor_benchmark_runs_and_solves_xor(xor, tmp_path):
     results = run_script(["bench/xor.py", "--quick"], tmp_path)["xor"]
-    assert results["targets"] and all(t["value"] > 0 for t in results["targets"])
+    rows = {row["name"]: row for row in results["results"]}
+    reference = rows[xor.REFERENCE]
+    expected = {"nnscratch numpy (fit)", "nnscratch numpy (manual loop)", xor.REFERENCE}
+    torch_installed = importlib.util.find_spec("torch") is not None
+    if torch_installed:
+        expected.add(xor.PYTORCH)
+    assert set(rows) == expected
+    for name, row in rows.items():
+        # 500 epochs from the same weights: the same network, XOR solved (the outputs
+        # are 0.44, 0.55, 0.58, 0.40 at that point)
+        assert row["solved"], (name, row["predictions"])
+        np.testing.assert_allclose(row["predictions"], reference["predictions"], atol=2e-4)
+        assert row["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-5)
+        assert_per_round_ratio(row["ratio_to_reference"], row["us_per_epoch"],
+                               reference["us_per_epoch"])
+        if torch_installed:  # "x faster": PyTorch's time over this row's
+            assert_per_round_ratio(row["speedup_vs_pytorch"], rows[xor.PYTORCH]["us_per_epoch"],
+                                   row["us_per_epoch"])
+    assert reference["ratio_to_reference"]["samples"] == [1.0, 1.0]
+    # a target per nnscratch row: at least TARGET_SPEEDUP times faster than PyTorch
+    targets = results["targets"]
+    if not torch_installed:
+        assert targets == []
+        return
+    assert [t["target"] for t in targets] == [
+        "nnscratch numpy (fit) vs PyTorch (x faster)",
+        "nnscratch numpy (manual loop) vs PyTorch (x faster)"]
+    for target, name in zip(targets, ("nnscratch numpy (fit)", "nnscratch numpy (manual loop)")):
+        value = rows[name]["speedup_vs_pytorch"]["median"]
+        assert target["value"] == value and target["at_least"] == xor.TARGET_SPEEDUP
+        assert target["verdict"] == ("PASS" if value >= xor.TARGET_SPEEDUP else "FAIL")

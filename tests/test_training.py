@@ -1,7 +1,8 @@
 """Training end to end: XOR and the spiral are learned, the default initializer beats the
 notes' 0.01·randn on XOR, one seed gives one run on every backend, and the parts of
 ``fit`` (batch sizes, validation, early stopping, schedules), the scalers, ``evaluate``
-and ``predict`` do what they promise, checked against host computations."""
+and ``predict`` do what they promise, checked against host computations. Which rows
+``fit`` trains on, and in which order, is read off a first layer that records row ids."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import INSTALLED_BACKENDS
 
 import nnscratch as nn
+from nnscratch.backend import namespace
 from nnscratch.datasets.synthetic import make_spiral, make_xor
 
 
@@ -52,6 +54,51 @@ class Recorder(nn.Callback):
 
     def on_epoch_end(self, epoch, logs):
         self.weights.append([nn.to_numpy(p.value).copy() for p in self.model.parameters()])
+
+
+class RowRecorder(nn.Layer):
+    """A first layer that notes which rows the network sees. Column 0 of X holds each
+    row's id: the layer records the ids of every forward pass, training passes per
+    epoch (``NewEpoch`` opens each epoch's list) and evaluation passes apart, and hands
+    the other columns on to the next layer."""
+
+    def __init__(self, in_features):
+        self.in_features = in_features  # the width of X, id column included
+        self.epochs = []  # per epoch: the ids of forward(training=True), in order
+        self.evaluated = []  # the ids of forward(training=False), in order
+
+    def forward(self, x, training=False):
+        ids = np.rint(nn.to_numpy(x[:, 0])).astype(np.int64).tolist()
+        (self.epochs[-1] if training else self.evaluated).extend(ids)
+        return x[:, 1:]
+
+    def backward(self, grad_output, need_input_grad=True):
+        if not need_input_grad:  # fit's case: the first layer's input is data
+            return None
+        xp = namespace(grad_output)
+        id_column = xp.zeros((grad_output.shape[0], 1), dtype=grad_output.dtype,
+                             device=grad_output.device)
+        return xp.concat([id_column, grad_output], axis=1)
+
+
+class NewEpoch(nn.Callback):
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def on_epoch_begin(self, epoch):
+        self.recorder.epochs.append([])
+
+
+def with_row_ids(n, seed):
+    """Blobs (two features, two classes) behind a column of row ids 1000, 1001, ...:
+    (X with the ids in column 0, y, the ids as a list)."""
+    X, y = make_blobs(n=n, seed=seed)
+    ids = 1000 + np.arange(n)
+    return np.concatenate([ids[:, None].astype(np.float32), X], axis=1), y, ids.tolist()
+
+
+def recording_model(recorder):
+    return nn.Sequential(recorder, nn.Dense(2, 8), nn.Tanh(), nn.Dense(8, 2))
 
 
 # -- XOR: the default initializer against the notes' 0.01·randn -------------------------
@@ -275,6 +322,79 @@ def test_validation_split_holds_out_data_and_reports_val_metrics(backend):
     assert history["val_accuracy"][-1] == scores["accuracy"]
 
 
+@pytest.mark.parametrize("fraction,seed", [(0.2, 0), (0.5, 3), (0.9, None)])
+def test_train_validation_split_is_a_partition_of_the_rows(backend, fraction, seed):
+    X, _, ids = with_row_ids(n=37, seed=24)
+    y = np.array(ids, dtype=np.int64)  # each row's target is its id: pairs stay pairs
+    parts = [nn.to_numpy(part) for part in nn.train_validation_split(
+        backend.asarray(X), backend.asarray(y), fraction, seed=seed)]
+    X_train, y_train, X_val, y_val = parts
+    train_ids, val_ids = X_train[:, 0].astype(np.int64), X_val[:, 0].astype(np.int64)
+    assert len(val_ids) == round(37 * fraction) and len(train_ids) == 37 - len(val_ids)
+    assert not set(train_ids) & set(val_ids)  # no row on both sides
+    assert sorted([*train_ids, *val_ids]) == ids  # and together: each row exactly once
+    np.testing.assert_array_equal(y_train, train_ids)
+    np.testing.assert_array_equal(y_val, val_ids)
+    np.testing.assert_array_equal(X_train, X[train_ids - 1000])  # whole rows, unchanged
+    np.testing.assert_array_equal(X_val, X[val_ids - 1000])
+    # drawn at random, not the first or last rows
+    assert sorted(val_ids) not in (ids[:len(val_ids)], ids[-len(val_ids):])
+
+
+def test_fit_trains_only_on_the_training_rows_of_its_validation_split(backend):
+    X, y, ids = with_row_ids(n=50, seed=5)
+    recorder = RowRecorder(3)
+    nn.seed(6)
+    model = recording_model(recorder)
+    history = model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=0.05),
+                        epochs=3, batch_size=8, seed=7, validation_split=0.2,
+                        callbacks=[NewEpoch(recorder)])
+    validation = recorder.evaluated[:10]
+    assert len(set(validation)) == 10
+    assert recorder.evaluated == validation * 3  # the same held-out rows every epoch
+    training = sorted(set(ids) - set(validation))
+    assert len(recorder.epochs) == 3
+    for seen in recorder.epochs:  # every training row once an epoch, no validation row
+        assert sorted(seen) == training
+    # the validation scores are those of the held-out rows, with their own targets
+    rows = np.array(validation) - 1000
+    scores = model.evaluate(X[rows], y[rows])
+    assert history["val_loss"][-1] == pytest.approx(scores["loss"], rel=1e-6)
+    assert history["val_accuracy"][-1] == scores["accuracy"]
+
+
+def epoch_orders(X, y, seed, shuffle=True, epochs=4):
+    """The order in which fit showed the rows to the network, epoch by epoch."""
+    recorder = RowRecorder(X.shape[1])
+    recording_model(recorder).fit(X, y, loss=nn.SoftmaxCrossEntropy(),
+                                  optimizer=nn.SGD(lr=0.1), epochs=epochs, batch_size=5,
+                                  seed=seed, shuffle=shuffle, callbacks=[NewEpoch(recorder)])
+    return recorder.epochs
+
+
+def test_fit_shuffles_every_epoch_anew_and_reproducibly(backend):
+    X, y, ids = with_row_ids(n=23, seed=22)  # 5 steps an epoch, the last one short
+    orders = epoch_orders(X, y, seed=3)
+    assert len(orders) == 4
+    for order in orders:
+        assert sorted(order) == ids  # a permutation of the rows
+    assert orders[0] != ids  # shuffled from the first epoch on
+    assert len({tuple(order) for order in orders}) == 4  # a new permutation every epoch
+    assert epoch_orders(X, y, seed=3) == orders  # the same seed, the same orders
+    assert epoch_orders(X, y, seed=4) != orders
+    # without fit(seed=...), the shuffle stream of nn.seed decides
+    nn.seed(5)
+    from_nn_seed = epoch_orders(X, y, seed=None)
+    assert len({tuple(order) for order in from_nn_seed}) == 4
+    nn.seed(5)
+    assert epoch_orders(X, y, seed=None) == from_nn_seed
+
+
+def test_fit_without_shuffle_keeps_the_input_order(backend):
+    X, y, ids = with_row_ids(n=23, seed=22)
+    assert epoch_orders(X, y, seed=3, shuffle=False) == [ids] * 4
+
+
 def test_validation_data_is_evaluated_every_epoch(backend):
     X, y = make_blobs(n=40, seed=8)
     X_val, y_val = make_blobs(n=20, seed=9)
@@ -439,6 +559,31 @@ def test_evaluate_binary_equals_a_host_computation(backend):
         scores = model.evaluate(X, y, loss=nn.BinaryCrossEntropy(), batch_size=batch_size)
         assert scores["loss"] == pytest.approx(expected_loss, rel=1e-12)
         assert scores["accuracy"] == pytest.approx(expected_accuracy, rel=1e-15)
+
+
+class Frozen(nn.Schedule):
+    """Learning rate 0: the weights never move."""
+
+    def __call__(self, base_lr, epoch):
+        return 0.0
+
+
+@pytest.mark.parametrize("batch_size", [None, 4])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_binary_accuracy_counts_the_threshold_as_class_1_and_every_output(
+        backend, from_logits, batch_size):
+    """Zero weights output exactly the threshold for every sample (σ(0) = 0.5, or the
+    logit 0): every prediction is class 1, right where the target is 1. Two outputs per
+    sample: accuracy is over the 12 predictions, not the 6 samples."""
+    X, _ = make_blobs(n=6, seed=23)
+    y = np.array([[1, 1], [1, 0], [0, 1], [1, 1], [0, 0], [1, 1]], dtype=np.float32)
+    layers = [nn.Dense(2, 2, init="zeros")] + ([] if from_logits else [nn.Sigmoid()])
+    model = nn.Sequential(*layers)
+    loss = nn.BinaryCrossEntropy(from_logits=from_logits)
+    assert model.evaluate(X, y, loss=loss, batch_size=batch_size)["accuracy"] == 8 / 12
+    history = model.fit(X, y, loss=loss, optimizer=nn.SGD(lr=0.1), epochs=2,
+                        batch_size=batch_size, schedule=Frozen())
+    assert history["accuracy"] == [8 / 12] * 2
 
 
 def test_predict_is_forward_in_evaluation_mode(backend):
