@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nnscratch.datasets.idx import (
+    GZIP_SLACK,
     decompress_idx,
     encode_idx,
     parse_idx,
@@ -228,6 +229,48 @@ def test_corrupt_gzip_streams(tmp_path: Path) -> None:
         with pytest.raises(DataError, match="corrupt gzip stream") as info:
             read_bytes_as_file(tmp_path, data, name="bad.gz")
         assert str(tmp_path / "bad.gz") in str(info.value)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "gz"])
+def test_max_size_refuses_a_header_claiming_more(compressed: bool) -> None:
+    data = VALID if not compressed else gzip.compress(VALID, mtime=0)
+    assert decompress_idx(data, "ok", max_size=len(VALID)) == VALID  # exactly the claim: fine
+    with pytest.raises(DataError, match=r"claims shape \(2, 3, 1\) of int32, 40 bytes, more "
+                                        r"than the 39 bytes this file should hold") as info:
+        decompress_idx(data, "capped", max_size=len(VALID) - 1)
+    assert str(info.value).startswith("capped: ")
+
+
+def test_max_size_stops_a_gzip_bomb_after_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that really holds what its header claims (64 MB of zeros): without the
+    bound it would be inflated in full before the size could be judged."""
+    bomb = gzip.compress(idx_bytes(0x08, (64, 1000, 1000), bytes(64_000_000)), mtime=0)
+
+    class CountingGzip(gzip.GzipFile):
+        inflated = 0
+
+        def read(self, size: int = -1) -> bytes:
+            piece = super().read(size)
+            CountingGzip.inflated += len(piece)
+            return piece
+
+    monkeypatch.setattr(gzip, "GzipFile", CountingGzip)
+    with pytest.raises(DataError, match="more than the 1000 bytes"):
+        decompress_idx(bomb, "bomb", max_size=1000)
+    assert CountingGzip.inflated == 16  # the header, nothing more
+
+
+def test_max_size_refuses_a_file_far_too_large_unread(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.gz"
+    with huge.open("wb") as handle:
+        handle.truncate(8 * 2**30)  # a sparse 8 GiB file: reading it would exhaust memory
+    with pytest.raises(DataError, match="far more than the 1000 bytes it should hold: refused "
+                                        "unread"):
+        read_idx_bytes(huge, max_size=1000)
+    small = tmp_path / "small"
+    small.write_bytes(VALID + bytes(GZIP_SLACK - 10))  # within the slack: read, then judged
+    with pytest.raises(DataError, match="claims"):
+        read_idx_bytes(small, max_size=len(VALID) - 1)
 
 
 def test_missing_file_is_a_data_error(tmp_path: Path) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnscratch.datasets.mnist import Dataset
+from nnscratch.datasets.dataset import Dataset
 from nnscratch.errors import ConfigError, DataError
 
 #: The largest grey level in the 8x8 digits.
 MAX_GREY_LEVEL = 16
+#: Label k is the digit k.
+CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -56,6 +58,8 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         y_test=labels[test_index],
         name="digits-8x8",
         source="scikit-learn (sklearn.datasets.load_digits)",
+        title="8x8 digits (scikit-learn)",
+        class_names=CLASS_NAMES,
     )
 
 

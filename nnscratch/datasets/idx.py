@@ -20,6 +20,9 @@ dtype code, a header or data cut short, bytes left over, a corrupt gzip stream) 
 :class:`~nnscratch.errors.DataError` naming the file and the problem. The size the
 header promises is compared with the bytes actually there before anything is
 allocated, so a header claiming terabytes fails at once instead of exhausting memory.
+Where the caller knows how big the file should be (a download, the library's cache), it
+passes ``max_size``: a header that claims more is refused before any data is inflated,
+and a file on disk much larger than that is refused before it is read.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ _MAGIC_SIZE = 4
 _DIM_SIZE = 4
 _MAX_DIM = 2**32 - 1
 _MAX_NDIM = 255
+#: How much larger than its content a gzip file may be: deflate's stored blocks add a few
+#: bytes per 64 KiB, the gzip header a file name; a file larger than this is not the one.
+GZIP_SLACK = 1 << 20
 # Decompress in bounded pieces: a single huge read() would allocate the whole
 # (possibly bogus) size up front.
 _CHUNK_SIZE = 1 << 20
@@ -67,41 +73,75 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return parse_idx(read_idx_bytes(path), str(path))
 
 
-def read_idx_bytes(path: str | os.PathLike) -> bytes:
+def read_idx_bytes(path: str | os.PathLike, max_size: int | None = None) -> bytes:
     """The decompressed bytes of an IDX file: header and data, not yet parsed.
 
     Useful to checksum a file's content and parse it without reading it twice:
-    ``parse_idx(read_idx_bytes(path), str(path))`` is :func:`read_idx`.
+    ``parse_idx(read_idx_bytes(path), str(path))`` is :func:`read_idx`. With ``max_size``
+    (the decompressed bytes the file should hold), a file larger on disk than that plus
+    :data:`GZIP_SLACK` is refused before it is read, and a header claiming more than
+    ``max_size`` before its data is inflated.
+    """
+    return decompress_idx(read_raw(path, max_size), str(path), max_size)
+
+
+def read_raw(path: str | os.PathLike, max_size: int | None = None) -> bytes:
+    """The bytes of ``path`` as stored (compressed or not), as :class:`DataError` on failure.
+
+    With ``max_size``, a file larger than ``max_size + GZIP_SLACK`` is refused unread.
     """
     try:
-        raw = Path(path).read_bytes()
+        if max_size is not None:
+            stored = os.stat(path).st_size
+            if stored > max_size + GZIP_SLACK:
+                raise DataError(
+                    f"{path}: the file has {stored} bytes, far more than the {max_size} "
+                    "bytes it should hold: refused unread"
+                )
+        return Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read the IDX file: {err.strerror or err}") from err
-    return decompress_idx(raw, str(path))
 
 
-def decompress_idx(raw: bytes, name: str) -> bytes:
+def decompress_idx(raw: bytes, name: str, max_size: int | None = None) -> bytes:
     """Gunzip ``raw`` if it starts with the gzip magic bytes; return it unchanged if not.
 
     Decompression stops one byte past the size the IDX header inside declares, so a
-    stream that decompresses to far more than its header says cannot fill memory.
-    ``name`` only labels error messages.
+    stream that decompresses to far more than its header says cannot fill memory. With
+    ``max_size``, a header that declares more than ``max_size`` bytes in all (header and
+    data) is refused as soon as it is read, before any data is inflated. ``name`` only
+    labels error messages.
     """
     if raw[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+        if max_size is not None:
+            _check_claim(name, *_parse_header(raw, name), max_size)
         return bytes(raw)
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as stream:
-            return _read_bounded(stream, name)
+            return _read_bounded(stream, name, max_size)
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{name}: corrupt gzip stream: {err}") from err
 
 
-def _read_bounded(stream: gzip.GzipFile, name: str) -> bytes:
+def _check_claim(name: str, dtype: np.dtype, shape: tuple[int, ...], header_size: int,
+                 max_size: int | None) -> None:
+    """Refuse a header that claims more bytes than the file may hold."""
+    claimed = header_size + math.prod(shape) * dtype.itemsize
+    if max_size is not None and claimed > max_size:
+        raise DataError(
+            f"{name}: the IDX header claims shape {shape} of {dtype.name}, {claimed} bytes, "
+            f"more than the {max_size} bytes this file should hold: refused before reading "
+            "its data"
+        )
+
+
+def _read_bounded(stream: gzip.GzipFile, name: str, max_size: int | None = None) -> bytes:
     """Read an IDX header from ``stream``, then at most the data it declares."""
     head = stream.read(_MAGIC_SIZE)
     if len(head) == _MAGIC_SIZE and head.startswith(_MAGIC_PREFIX):
         head += stream.read(_DIM_SIZE * head[3])
-    dtype, shape, _ = _parse_header(head, name)
+    dtype, shape, header_size = _parse_header(head, name)
+    _check_claim(name, dtype, shape, header_size, max_size)
     expected = math.prod(shape) * dtype.itemsize
     pieces = [head]
     remaining = expected + 1  # one byte more reveals data longer than declared
@@ -214,10 +254,12 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
 __all__ = [
     "DTYPE_CODES",
+    "GZIP_SLACK",
     "decompress_idx",
     "encode_idx",
     "parse_idx",
     "read_idx",
     "read_idx_bytes",
+    "read_raw",
     "write_idx",
 ]

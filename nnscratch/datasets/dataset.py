@@ -1,0 +1,91 @@
+"""The :class:`Dataset` every loader returns: a train/test split as host NumPy arrays, with
+what a program needs to talk about it (the class names, a title, where it came from, and
+anything the loader wants the user to know)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnscratch.errors import DataError
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train/test split held as host NumPy arrays.
+
+    ``x_*`` are float32 features, one sample per row; ``y_*`` are int64 class labels.
+    ``name`` says which dataset this is (``"mnist"``), ``title`` how to write it for people
+    (``"MNIST"``), ``source`` where it was read from. ``class_names[k]`` is the name of label
+    ``k`` (``"Sneaker"``), so a program can print ``predicted: Sneaker (97.1%)``.
+
+    ``notes`` are the one-line remarks the loader made while loading (already shown to the
+    user through its ``report``), e.g. that the files are not the canonical ones.
+    ``fallback_reason`` is set when this is a stand-in for the dataset asked for (the 8x8
+    digits instead of MNIST): why the one asked for could not be had.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str
+    source: str
+    title: str = ""
+    class_names: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    fallback_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        for split, features, labels in (
+            ("train", self.x_train, self.y_train),
+            ("test", self.x_test, self.y_test),
+        ):
+            if features.shape[0] != labels.shape[0]:
+                raise DataError(
+                    f"{self.name}: {features.shape[0]} {split} samples but "
+                    f"{labels.shape[0]} {split} labels"
+                )
+            if self.class_names and labels.size and int(labels.max()) >= len(self.class_names):
+                raise DataError(
+                    f"{self.name}: {split} label {int(labels.max())} has no class name "
+                    f"(there are {len(self.class_names)})"
+                )
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes there are: the class names', else one more than the largest
+        label."""
+        if self.class_names:
+            return len(self.class_names)
+        largest = max((int(y.max()) for y in (self.y_train, self.y_test) if y.size), default=-1)
+        return largest + 1
+
+    def class_name(self, label: int) -> str:
+        """The name of class ``label`` (the label itself, as text, when there are no names)."""
+        label = int(label)
+        if not self.class_names:
+            return str(label)
+        if not 0 <= label < len(self.class_names):
+            raise DataError(
+                f"{self.name}: no class {label}: the labels are 0 to {len(self.class_names) - 1}"
+            )
+        return self.class_names[label]
+
+    def __repr__(self) -> str:
+        def describe(array: np.ndarray) -> str:
+            return f"{array.dtype}{list(array.shape)}"
+
+        return (
+            f"Dataset(name={self.name!r}, x_train={describe(self.x_train)}, "
+            f"y_train={describe(self.y_train)}, x_test={describe(self.x_test)}, "
+            f"y_test={describe(self.y_test)}, source={self.source!r})"
+        )
+
+
+__all__ = ["Dataset"]
