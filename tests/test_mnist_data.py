@@ -126,7 +126,7 @@ def test_real_mnist_with_one_label_changed_is_used_with_the_note(
     own.mkdir()
     for name in FILE_NAMES[:3]:
         found = real_dir / (name + ".gz")
-        (own / found.name).symlink_to(found if found.exists() else real_dir / name)
+        (own / found.name).symlink_to((found if found.exists() else real_dir / name).resolve())
     labels = gzip.decompress((real_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
     changed = labels[:8] + bytes([(labels[8] + 1) % 10]) + labels[9:]
     (own / "t10k-labels-idx1-ubyte").write_bytes(changed)
