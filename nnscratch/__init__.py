@@ -8,7 +8,7 @@ tensors and array-api-strict. Choose the backend with ``NNSCRATCH_BACKEND`` or
 
 from __future__ import annotations
 
-from . import errors
+from . import datasets, errors
 from .activations import (
     ELU,
     Identity,
@@ -23,6 +23,7 @@ from .activations import (
 )
 from .backend import BACKENDS, Backend, get_backend, synchronize, to_numpy, use_backend
 from .callbacks import Callback, EarlyStopping, History, ProgressBar
+from .checkpoint import Checkpoint, Run, resume
 from .data import MeanNormalizer, MinMaxScaler, StandardScaler, train_validation_split
 from .errors import (
     BackendError,
@@ -35,6 +36,7 @@ from .errors import (
     ShapeError,
 )
 from .gradcheck import GradcheckResult, gradcheck
+from .io import load, save
 from .layers import Dense, Dropout, Layer, Parameter
 from .losses import (
     BinaryCrossEntropy,
@@ -61,14 +63,6 @@ from .random import seed
 __version__ = "0.1.0"
 
 
-def load(path: str, optimizer: Optimizer | None = None) -> Sequential:
-    """Load a model saved with ``model.save(path)`` onto the active backend (and, if
-    given, restore the optimizer state saved with it). See ``nnscratch.io``."""
-    from .io import load as _load
-
-    return _load(path, optimizer=optimizer)
-
-
 __all__ = [
     "BACKENDS", "Backend", "get_backend", "use_backend", "synchronize", "to_numpy", "seed",
     "Layer", "Parameter", "Dense", "Dropout",
@@ -80,7 +74,8 @@ __all__ = [
     "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay",
     "Sequential", "Callback", "History", "EarlyStopping", "ProgressBar",
     "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
-    "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "errors",
+    "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",
+    "Checkpoint", "Run", "resume", "datasets",
     "NNScratchError", "BackendError", "ShapeError", "ConfigError", "DataError",
     "DivergenceError", "CheckpointError", "NotDifferentiableError", "__version__",
 ]

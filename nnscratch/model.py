@@ -181,6 +181,7 @@ class Sequential:
         callbacks: list[Callback] | tuple[Callback, ...] = (),
         schedule: Schedule | None = None,
         verbose: int = 0,
+        initial_epoch: int = 0,
     ) -> History:
         """Train with mini-batch gradient descent; returns the ``History``.
 
@@ -188,6 +189,10 @@ class Sequential:
         prints a line per epoch, ``verbose=2`` adds a progress bar within each epoch.
         The loss is checked once per epoch: a NaN or infinite loss raises
         ``DivergenceError`` naming the epoch and the first bad step.
+
+        ``initial_epoch`` resumes a run (see ``nnscratch.checkpoint``): epochs
+        ``initial_epoch`` .. ``epochs − 1`` are trained, with the shuffles and learning
+        rates those epochs have in a run from 0.
         """
         if not isinstance(loss, Loss):
             raise ConfigError(f"loss must be a Loss (e.g. nn.SoftmaxCrossEntropy()), got {loss!r}")
@@ -196,6 +201,11 @@ class Sequential:
         if isinstance(epochs, bool) or not hasattr(epochs, "__index__") or epochs <= 0:
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
         epochs = operator.index(epochs)
+        if isinstance(initial_epoch, bool) or not hasattr(initial_epoch, "__index__") \
+                or not 0 <= initial_epoch <= epochs:
+            raise ConfigError(f"initial_epoch must be an integer from 0 to epochs={epochs}, "
+                              f"got {initial_epoch!r}")
+        initial_epoch = operator.index(initial_epoch)
         X, y = self._prepare(X, y, loss)
         if validation_data is not None and validation_split:
             raise ConfigError("pass validation_data or validation_split, not both")
@@ -221,8 +231,9 @@ class Sequential:
         callbacks = [history, *callbacks]
         if verbose:
             callbacks.append(ProgressBar(per_step=verbose >= 2))
-        info = {"epochs": epochs, "steps": steps, "samples": samples,
-                "validation": validation_data is not None}
+        info = {"epochs": epochs, "initial_epoch": initial_epoch, "steps": steps,
+                "samples": samples, "validation": validation_data is not None,
+                "optimizer": optimizer, "loss": loss, "schedule": schedule}
         self.stop_training = False
         for callback in callbacks:
             callback.on_train_begin(self, info)
@@ -230,15 +241,19 @@ class Sequential:
         # small network, and most callbacks ignore most hooks.
         epoch_begin_hooks = _hooks(callbacks, "on_epoch_begin")
         batch_end_hooks = _hooks(callbacks, "on_batch_end")
+        shuffled = shuffle and steps > 1  # a full batch needs no shuffle: the mean
+        # gradient does not depend on order
+        if shuffled and seed is not None:
+            for _ in range(initial_epoch):  # the shuffles of the epochs already trained
+                random.permutation(samples, rng)
         try:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 if schedule is not None:
                     optimizer.lr = schedule(base_lr, epoch)
                 for hook in epoch_begin_hooks:
                     hook(epoch)
-                # A full batch needs no shuffle: the mean gradient does not depend on order.
                 order = None
-                if shuffle and steps > 1:
+                if shuffled:
                     order = backend.asarray(random.permutation(samples, rng))
                 step_losses, correct = self._train_epoch(
                     X, y, order, batch_size, loss, optimizer, parameters, penalized,

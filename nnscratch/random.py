@@ -43,6 +43,38 @@ def generator(stream: str) -> np.random.Generator:
     return _generators[stream]
 
 
+def get_state() -> dict:
+    """The seed and the position of every stream drawn from so far, as plain JSON data:
+    a checkpoint keeps it, so that a resumed run draws the same numbers (e.g. dropout
+    masks) as an uninterrupted one."""
+    return {"seed": _seed,
+            "streams": {name: gen.bit_generator.state for name, gen in _generators.items()}}
+
+
+def set_state(state: dict) -> None:
+    """Put every stream back where ``get_state`` saw it; a malformed state raises
+    ``ConfigError`` and changes nothing."""
+    from .errors import ConfigError
+
+    try:
+        value, streams = state["seed"], state["streams"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 \
+                or not isinstance(streams, dict) or not set(streams) <= set(STREAMS):
+            raise ValueError("unexpected seed or stream names")
+        restored = {}
+        for name, position in streams.items():
+            bits = np.random.PCG64()
+            bits.state = position  # checks the algorithm and the fields
+            restored[name] = np.random.Generator(bits)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"not a random state saved by nnscratch.random.get_state: {exc}") \
+            from exc
+    global _seed
+    _seed = value
+    _generators.clear()
+    _generators.update(restored)
+
+
 def constant(shape: tuple[int, ...], value: float) -> np.ndarray:
     """A host float64 array filled with ``value`` (draws nothing)."""
     return np.full(shape, value, dtype=np.float64)
