@@ -40,26 +40,57 @@ numbers and leaves the ``nn.seed`` streams exactly as they were, so resuming a s
 training run after a load repeats the uninterrupted run.
 
 Writes are atomic (``nnscratch._files.atomic_write``): a crash or a kill leaves the old
-file or the complete new one, never half a file. Everything that can be wrong with a
-file (missing, empty, truncated, not safetensors, from a newer nnscratch, not matching
-its architecture or the optimizer) raises ``CheckpointError`` naming the file and the
-fix. This module is the host boundary: it may use NumPy.
+file or the complete new one, never half a file, and a later save of the same path
+removes the hidden ``.<name>.*.part`` a killed save left behind. A save replaces only a
+regular file (a directory, FIFO or device is refused), and the file gets the permissions
+of an ordinary new file (the umask) or keeps those of the file it replaces. Everything
+that can be wrong with a file or a path (missing, empty, truncated, not safetensors, not
+a regular file, from a newer nnscratch, not matching its architecture or the optimizer,
+not writable) raises ``CheckpointError`` naming the file and the fix. This module is the
+host boundary: it may use NumPy.
+
+Reading a file you did not write
+--------------------------------
+
+A checkpoint may come from anywhere, so ``load`` trusts no number in it before checking
+it, and reads only what the checked header announces:
+
+1. the path must name a regular file (a FIFO would block, ``/dev/zero`` never ends);
+2. the 8-byte header length must be at most 16 MiB, and the header UTF-8 JSON;
+3. every tensor entry must have a known dtype, a shape of non-negative integers and
+   ``data_offsets`` spanning exactly shape × itemsize bytes, the tensors must lie back
+   to back from byte 0, and the file must be exactly as long as header and tensors;
+4. the metadata JSON (architecture, optimizer) is bounded in size and nesting depth,
+   and its numbers are bounded before ``int()`` sees them;
+5. each layer's parameter shapes, derived from its saved config alone, must equal the
+   stored tensors' shapes before the layer is built, so no layer is larger than the
+   tensors the file holds.
+
+Only then are the tensor bytes read (exactly the announced number, which the file
+holds) and the layers built. A layer class you register can declare its parameter
+shapes with a ``parameter_shapes(config) -> {name: shape}`` static or class method;
+one that does not is built from the saved config first and checked after.
+Reading needs NumPy only; writing uses the optional package ``safetensors``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
-from collections.abc import Iterator
+import re
+import reprlib
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from . import random as nn_random
-from ._files import atomic_write
+from ._files import NotARegularFileError, atomic_write, file_kind
 from .activations import ACTIVATIONS
 from .backend import get_backend, to_numpy
 from .errors import CheckpointError, ConfigError
@@ -79,9 +110,38 @@ USER_PREFIX = "user."
 LAYER_PREFIX = "layers."
 OPTIMIZER_PREFIX = "optimizer."
 
-# The largest header safetensors itself accepts; a bigger "length" means the file is
-# something else (a text file's first 8 bytes read as an integer are huge).
-_MAX_HEADER_BYTES = 100_000_000
+# Bounds on what a file may announce: far above any real checkpoint (whose header holds
+# names, shapes and small metadata), low enough that a hostile file cannot make the
+# reader spend much memory or time. A text file's first 8 bytes read as a length are huge.
+_MAX_HEADER_BYTES = 16 * 2**20
+_MAX_METADATA_JSON_CHARS = 4 * 2**20  # the architecture, or the optimizer, as JSON
+_MAX_JSON_DEPTH = 32  # an architecture nests 3 levels; a layer config a few more
+_MAX_TENSOR_DIMS = 32
+_MAX_COUNT = 2**64  # shapes and offsets are 64-bit in safetensors
+_MAX_OPTIMIZER_STEPS = 2**63 - 1
+# A small non-negative integer in ASCII digits (str.isdigit also accepts '²' and '١').
+_SMALL_INT = re.compile(r"[0-9]{1,9}")
+_LAYER_TENSOR = re.compile(r"layers\.([0-9]{1,9})\..+", re.DOTALL)
+
+# The safetensors dtypes NumPy can hold, little-endian as the format stores them.
+_SAFETENSORS_DTYPES = {
+    code: np.dtype(numpy_code) for code, numpy_code in [
+        ("F64", "<f8"), ("F32", "<f4"), ("F16", "<f2"), ("I64", "<i8"), ("I32", "<i4"),
+        ("I16", "<i2"), ("I8", "i1"), ("U64", "<u8"), ("U32", "<u4"), ("U16", "<u2"),
+        ("U8", "u1"), ("BOOL", "?"),
+    ]
+}
+
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+# Values quoted in messages are cut short: a hostile file must not make a huge message.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 80
+_QUOTE.maxlong = 40
+_QUOTE.maxlevel = 3
+_QUOTE.maxdict = _QUOTE.maxlist = _QUOTE.maxtuple = 8
 
 _INSTALL_HINT = "pip install safetensors (or: pip install 'nnscratch[checkpoints]')"
 
@@ -100,7 +160,11 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     """Let checkpoints save and rebuild your own ``Layer`` subclass (by its class name).
 
     Its ``config()`` must return JSON-serializable constructor keyword arguments, and its
-    parameters need distinct ``name``s. Usable as a class decorator.
+    parameters need distinct ``name``s. Usable as a class decorator. If the layer has
+    parameters, give it a static (or class) method ``parameter_shapes(config)`` returning
+    ``{parameter name: shape}``: loading then checks a file's tensors against its config
+    before building the layer, as for ``Dense``; without it, the layer is built from the
+    file's config first.
     """
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise ConfigError(f"register_layer takes a Layer subclass, got {cls!r}")
@@ -123,6 +187,7 @@ def save(
     The model's arrays must belong to the active backend (the one it was trained on).
     Read the metadata back with ``read_metadata(path)``.
     """
+    path = _path_name(path, "model.save")
     serialize = _safetensors_numpy(path).save
     from . import __version__
 
@@ -151,8 +216,45 @@ def save(
             tensors[OPTIMIZER_PREFIX + key] = _host(array)
     header.update(_user_metadata(metadata, path))
     data = serialize(tensors, metadata=header)
-    with atomic_write(path) as handle:
-        handle.write(data)
+    try:
+        with atomic_write(path) as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise _save_error(path, exc) from exc
+
+
+_NO_PERMISSION = ("you may not write there: choose a folder you can write to, or change its "
+                  "permissions")
+_NOT_A_FOLDER = "a part of the folder path is a file, not a folder: fix the path"
+_WRITE_FIXES = {
+    errno.EACCES: _NO_PERMISSION,
+    errno.EPERM: _NO_PERMISSION,
+    errno.ENOSPC: "the disk is full: free some space, or save to another disk",
+    getattr(errno, "EDQUOT", -1): "your disk quota is used up: free some space, or save "
+                                  "elsewhere",
+    errno.EROFS: "the filesystem is read-only: save somewhere else",
+    errno.ENOTDIR: _NOT_A_FOLDER,
+    errno.EEXIST: _NOT_A_FOLDER,  # creating a folder where a file of that name exists
+    errno.ENAMETOOLONG: "the name is too long: choose a shorter one",
+}
+"""How to fix a write that failed with this errno."""
+
+
+def _save_error(path: str, exc: OSError) -> CheckpointError:
+    """A failed write as a CheckpointError naming the path, what went wrong and the fix."""
+    if isinstance(exc, NotARegularFileError):
+        if exc.kind == "a directory":
+            fix = f"give a file name inside it, e.g. {os.path.join(path, 'model.safetensors')}"
+        else:
+            fix = ("saving would replace it with a regular file; choose the path of a "
+                   "regular file, or of a new one")
+        return CheckpointError(
+            f"cannot save the checkpoint to {path}: it exists and is {exc.kind}, not a "
+            f"regular file; {fix}")
+    fix = _WRITE_FIXES.get(exc.errno, "check the path, then save again")
+    culprit = f" ({exc.filename})" if exc.filename and os.fspath(exc.filename) != path else ""
+    return CheckpointError(
+        f"cannot save the checkpoint to {path}: {exc.strerror or exc}{culprit}; {fix}")
 
 
 def _architecture_json(model: Sequential, path: str | os.PathLike) -> str:
@@ -193,6 +295,16 @@ def _host(array: Any) -> np.ndarray:
 
 
 # -- reading -------------------------------------------------------------------------------
+
+
+@dataclass
+class _TensorEntry:
+    """One tensor as the header describes it, checked: its dtype, shape and bytes."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
 
 
 @dataclass
@@ -243,16 +355,17 @@ def read_optimizer(path: str | os.PathLike, model: Sequential) -> Optimizer | No
     cls = OPTIMIZER_TYPES.get(saved["type"])
     if cls is None:
         raise CheckpointError(
-            f"{checkpoint.path}: the saved optimizer type {saved['type']!r} is unknown "
-            f"(known: {', '.join(OPTIMIZER_TYPES)}); create it yourself and pass it to "
-            "load_optimizer_state(path, model, optimizer)"
+            f"{checkpoint.path}: the saved optimizer type {_QUOTE.repr(saved['type'])} is "
+            f"unknown (known: {', '.join(OPTIMIZER_TYPES)}); create it yourself and pass it "
+            "to load_optimizer_state(path, model, optimizer)"
         )
     try:
         optimizer = cls(**saved["config"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(
-            f"{checkpoint.path}: cannot rebuild {saved['type']} from its saved config "
-            f"{saved['config']}: {exc}"
+            f"{checkpoint.path}: cannot rebuild {saved['type'][:80]} from its saved config "
+            f"{_QUOTE.repr(saved['config'])}: {exc}; save it again, or create the optimizer "
+            "yourself and pass it to load_optimizer_state(path, model, optimizer)"
         ) from exc
     _restore_optimizer(checkpoint, model, optimizer)
     return optimizer
@@ -260,7 +373,7 @@ def read_optimizer(path: str | os.PathLike, model: Sequential) -> Optimizer | No
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The caller's ``metadata`` saved with the model at ``path`` (without the prefix)."""
-    metadata = _read(path).metadata
+    metadata = _read(path, with_tensors=False).metadata
     return {
         key[len(USER_PREFIX):]: value
         for key, value in metadata.items()
@@ -274,86 +387,247 @@ def _safetensors_numpy(path: str | os.PathLike) -> Any:
         import safetensors.numpy
     except ImportError as exc:
         raise CheckpointError(
-            f"reading or writing the checkpoint {path} needs the optional package "
-            f"'safetensors', which is not installed ({exc}). Install it with: {_INSTALL_HINT}"
+            f"writing the checkpoint {path} needs the optional package 'safetensors', "
+            f"which is not installed ({exc}). Install it with: {_INSTALL_HINT}"
         ) from exc
     return safetensors.numpy
 
 
-def _read(path: str | os.PathLike) -> _Checkpoint:
-    """Read ``path`` and check that it is complete, well-formed safetensors."""
-    st_numpy = _safetensors_numpy(path)
-    name = os.fspath(path)
+def _path_name(path: Any, action: str) -> str:
+    """``path`` as a str, or a CheckpointError if it is not a usable file path."""
     try:
-        data = Path(path).read_bytes()
+        name = os.fsdecode(path)
+    except TypeError:
+        raise CheckpointError(
+            f"{action} takes a file path (a str or pathlib.Path), got {_QUOTE.repr(path)}; "
+            "e.g. 'model.safetensors'"
+        ) from None
+    if not name or "\0" in name:
+        raise CheckpointError(
+            f"{action} takes a file path, got {_QUOTE.repr(name)}; e.g. 'model.safetensors'"
+        )
+    return name
+
+
+def _read(path: str | os.PathLike, with_tensors: bool = True) -> _Checkpoint:
+    """Read ``path``, checking its whole header before reading (and allocating) the
+    tensor bytes it announces; without ``with_tensors``, read the header only."""
+    name = _path_name(path, "loading a checkpoint")
+    with _open_regular_file(name) as (handle, size):
+        header_length, header_bytes = _read_header(name, handle, size)
+        metadata, entries = _parse_header(name, header_bytes)
+        data_size = _data_size(name, entries)
+        available = size - 8 - header_length
+        if data_size > available:
+            raise _truncated(name, f"its header describes {data_size} bytes of tensor data, "
+                                   f"the file holds {available}")
+        if data_size < available:
+            raise _corrupt(name, f"{available - data_size} bytes follow its last tensor")
+        tensors = _read_tensors(name, handle, entries, data_size) if with_tensors else {}
+    return _Checkpoint(name, metadata, tensors)
+
+
+@contextlib.contextmanager
+def _open_regular_file(name: str) -> Iterator[tuple[BinaryIO, int]]:
+    """Open ``name`` for reading, if it is a regular file; yield the file and its size.
+
+    The type is checked before opening, because opening a FIFO blocks until a writer
+    comes and a device such as ``/dev/zero`` never ends; and again on the open file,
+    because the name may have been replaced in between (``O_NONBLOCK`` keeps even that
+    open from blocking).
+    """
+    try:
+        _require_regular(name, os.stat(name).st_mode)
+        fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
     except FileNotFoundError as exc:
         raise CheckpointError(
             f"checkpoint file {name} does not exist; check the path (checkpoints are "
             "written by model.save(path))"
         ) from exc
     except OSError as exc:
-        raise CheckpointError(f"checkpoint file {name} cannot be read: {exc}") from exc
-    metadata = _check_layout(name, data)
-    try:
-        tensors = st_numpy.load(data)
-    except Exception as exc:  # safetensors' SafetensorError derives from Exception only
         raise CheckpointError(
-            f"{name} is a corrupt safetensors file ({exc}); save the model again"
+            f"checkpoint file {name} cannot be read ({exc.strerror or exc}); check the path "
+            "and its permissions"
         ) from exc
-    return _Checkpoint(name, metadata, tensors)
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        info = os.fstat(fd)
+        _require_regular(name, info.st_mode)
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+        yield handle, info.st_size
 
 
-def _check_layout(name: str, data: bytes) -> dict[str, str]:
-    """Check the safetensors framing by hand, to tell a truncated checkpoint from a file
-    that never was one; returns the header's metadata."""
-    not_safetensors = (
-        f"{name} is not a safetensors checkpoint ({{why}}); pass the path of a file "
-        "written by model.save(path)"
-    )
-    truncated = (
-        f"{name} is truncated: {{why}}. The file was cut short (an interrupted copy or "
-        "download, a full disk?); copy it again or save the model again"
-    )
-    if not data:
-        raise CheckpointError(not_safetensors.format(why="the file is empty"))
-    if len(data) < 8:
-        raise CheckpointError(not_safetensors.format(why=f"it is only {len(data)} bytes long"))
-    header_length = int.from_bytes(data[:8], "little")
+def _require_regular(name: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(
+            f"{name} is {file_kind(mode)}, not a regular file; checkpoints are files "
+            "written by model.save(path): pass the path of one"
+        )
+
+
+def _read_into(handle: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``handle``; the number of bytes read (fewer at end of file)."""
+    view, filled = memoryview(buffer), 0
+    while filled < len(buffer):
+        count = handle.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _read_header(name: str, handle: BinaryIO, size: int) -> tuple[int, bytes]:
+    """The header length (the first 8 bytes) and the header, at most 16 MiB of it."""
+    if size < 8:
+        raise _not_safetensors(name, f"it is only {size} bytes long" if size else
+                               "the file is empty")
+    prefix = bytearray(8)
+    if _read_into(handle, prefix) < 8:
+        raise _truncated(name, "it became shorter while it was being read")
+    header_length = int.from_bytes(prefix, "little")
     if not 2 <= header_length <= _MAX_HEADER_BYTES:
-        raise CheckpointError(not_safetensors.format(
-            why=f"its first 8 bytes give a header length of {header_length}"))
-    header_bytes = data[8:8 + header_length]
-    if len(header_bytes) < header_length:
-        if header_bytes.startswith(b"{"):
-            raise CheckpointError(truncated.format(
-                why=f"its header should be {header_length} bytes, the file ends after "
-                f"{len(header_bytes)}"))
-        raise CheckpointError(not_safetensors.format(why="it has no JSON header"))
+        raise _not_safetensors(name, f"its first 8 bytes give a header length of "
+                                     f"{header_length}, not 2 to {_MAX_HEADER_BYTES}")
+    header = bytearray(min(header_length, size - 8))
+    header = header[:_read_into(handle, header)]
+    if len(header) < header_length:
+        if header.startswith(b"{"):
+            raise _truncated(name, f"its header should be {header_length} bytes, the file "
+                                   f"ends after {len(header)}")
+        raise _not_safetensors(name, "it has no JSON header")
+    return header_length, bytes(header)
+
+
+def _parse_header(name: str, header_bytes: bytes) -> tuple[dict[str, str],
+                                                            dict[str, _TensorEntry]]:
+    """The metadata and the tensor entries of a safetensors header, every entry checked."""
     try:
-        header = json.loads(header_bytes)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise CheckpointError(not_safetensors.format(
-            why=f"its header is not JSON: {exc}")) from exc
+        header = json.loads(header_bytes.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError, too deep
+        raise _not_safetensors(name, f"its header is not JSON: {_QUOTE.repr(str(exc))}"
+                               ) from exc
     if not isinstance(header, dict):
-        raise CheckpointError(not_safetensors.format(why="its header is not a JSON object"))
-    metadata = header.pop("__metadata__", None) or {}
+        raise _not_safetensors(name, "its header is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict) or not all(
         isinstance(value, str) for value in metadata.values()
     ):
-        raise CheckpointError(not_safetensors.format(why="its metadata is not str -> str"))
-    data_end = 0
-    for entry in header.values():
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(isinstance(offset, int) for offset in offsets)):
-            raise CheckpointError(not_safetensors.format(why="a tensor entry has no offsets"))
-        data_end = max(data_end, offsets[1])
-    available = len(data) - 8 - header_length
-    if data_end > available:
-        raise CheckpointError(truncated.format(
-            why=f"its header describes {data_end} bytes of tensor data, the file holds "
-            f"{available}"))
-    return metadata
+        raise _not_safetensors(name, "its metadata is not str -> str")
+    entries = {tensor: _tensor_entry(name, tensor, entry) for tensor, entry in header.items()}
+    return metadata, entries
+
+
+def _is_count(value: Any) -> bool:
+    """A non-negative integer that fits the format's 64 bits (JSON true is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_COUNT
+
+
+def _tensor_entry(name: str, tensor: str, entry: Any) -> _TensorEntry:
+    """One tensor's header entry, checked: its numbers will size a read and an array."""
+    where = f"tensor {_QUOTE.repr(tensor)}"
+    if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}):
+        raise _corrupt(name, f"{where} is not described by dtype, shape and data_offsets")
+    dtype_code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    dtype = _SAFETENSORS_DTYPES.get(dtype_code) if isinstance(dtype_code, str) else None
+    if dtype is None:
+        raise _corrupt(name, f"{where} has the dtype {_QUOTE.repr(dtype_code)}, which "
+                             f"nnscratch does not read (it reads {', '.join(_SAFETENSORS_DTYPES)})")
+    if not (isinstance(shape, list) and len(shape) <= _MAX_TENSOR_DIMS
+            and all(_is_count(size) for size in shape)):
+        raise _corrupt(name, f"{where} has the shape {_QUOTE.repr(shape)}, not a list of at "
+                             f"most {_MAX_TENSOR_DIMS} non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(_is_count(offset) for offset in offsets) and offsets[0] <= offsets[1]):
+        raise _corrupt(name, f"{where} has the data_offsets {_QUOTE.repr(offsets)}, not "
+                             "[begin, end] with 0 <= begin <= end")
+    size = math.prod(shape) * dtype.itemsize
+    if offsets[1] - offsets[0] != size:
+        raise _corrupt(name, f"{where} of shape {_QUOTE.repr(tuple(shape))} and dtype "
+                             f"{dtype_code} takes {_QUOTE.repr(size)} bytes, but its "
+                             f"data_offsets {offsets} span {offsets[1] - offsets[0]}")
+    return _TensorEntry(dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _data_size(name: str, entries: dict[str, _TensorEntry]) -> int:
+    """The bytes of tensor data the header describes. safetensors stores the tensors
+    back to back from byte 0; checking it means no byte is read twice or left unread."""
+    position = 0
+    for tensor, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
+        if entry.begin != position:
+            problem = "overlaps the tensor before it" if entry.begin < position else (
+                "leaves a gap after the tensor before it")
+            raise _corrupt(name, f"the data of tensor {_QUOTE.repr(tensor)} starts at byte "
+                                 f"{entry.begin}, which {problem}")
+        position = entry.end
+    return position
+
+
+def _read_tensors(name: str, handle: BinaryIO, entries: dict[str, _TensorEntry],
+                  data_size: int) -> dict[str, np.ndarray]:
+    """The tensors, as NumPy views of one buffer of exactly ``data_size`` bytes (which
+    the file holds: checked before)."""
+    data = bytearray(data_size)
+    if _read_into(handle, data) < data_size:
+        raise _truncated(name, "it became shorter while it was being read")
+    return {
+        tensor: np.frombuffer(data, dtype=entry.dtype, count=math.prod(entry.shape),
+                              offset=entry.begin).reshape(entry.shape)
+        for tensor, entry in entries.items()
+    }
+
+
+def _not_safetensors(name: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{name} is not a safetensors checkpoint ({why}); pass the path "
+                           "of a file written by model.save(path)")
+
+
+def _truncated(name: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{name} is truncated: {why}. The file was cut short (an "
+                           "interrupted copy or download, a full disk?); copy it again or "
+                           "save the model again")
+
+
+def _corrupt(name: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{name} is a corrupt safetensors file ({why}); it was damaged "
+                           "or edited: save the model again")
+
+
+def _metadata_json(path: str, key: str, text: str) -> Any:
+    """The JSON in metadata ``key``, parsed within bounds on its size and nesting."""
+    if len(text) > _MAX_METADATA_JSON_CHARS:
+        raise CheckpointError(
+            f"{path}: the {key!r} metadata is {len(text)} characters long, more than the "
+            f"{_MAX_METADATA_JSON_CHARS} nnscratch reads; the file was edited or written by "
+            "another program: save the model again"
+        )
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise CheckpointError(
+            f"{path}: the {key!r} metadata is not valid JSON ({_QUOTE.repr(str(exc))}); "
+            "save the model again"
+        ) from exc
+    if _json_depth(value) > _MAX_JSON_DEPTH:
+        raise CheckpointError(
+            f"{path}: the {key!r} metadata nests lists and objects more than "
+            f"{_MAX_JSON_DEPTH} levels deep; the file was edited: save the model again"
+        )
+    return value
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (0 for a scalar), stopping early
+    past the limit; a loop, not recursion, so no depth can overflow the stack."""
+    deepest, pending = 0, [(value, 1)]
+    while pending and deepest <= _MAX_JSON_DEPTH:
+        item, depth = pending.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _architecture(checkpoint: _Checkpoint) -> list[dict[str, Any]]:
@@ -366,27 +640,21 @@ def _architecture(checkpoint: _Checkpoint) -> list[dict[str, Any]]:
             "written by model.save(path)"
         )
     version_text = metadata.get(FORMAT_KEY)
-    if version_text is None or not version_text.isdigit() or int(version_text) < 1:
+    if version_text is None or not _SMALL_INT.fullmatch(version_text) or int(version_text) < 1:
         raise CheckpointError(
-            f"{path} has no valid {FORMAT_KEY!r} metadata (found {version_text!r}); it was "
-            "not written by model.save, or was edited: save the model again"
+            f"{path} has no valid {FORMAT_KEY!r} metadata (found {_QUOTE.repr(version_text)}); "
+            "it was not written by model.save, or was edited: save the model again"
         )
     from . import __version__
 
     if int(version_text) > FORMAT_VERSION:
-        writer = metadata.get(VERSION_KEY, "a newer version")
+        writer = _QUOTE.repr(metadata.get(VERSION_KEY, "a newer version")).strip("'\"")
         raise CheckpointError(
             f"{path} has checkpoint format version {version_text} (written by nnscratch "
             f"{writer}), but this nnscratch {__version__} reads format version "
             f"{FORMAT_VERSION} only: upgrade nnscratch (pip install -U nnscratch) to load it"
         )
-    try:
-        architecture = json.loads(metadata[ARCHITECTURE_KEY])
-    except ValueError as exc:
-        raise CheckpointError(
-            f"{path}: the {ARCHITECTURE_KEY!r} metadata is not valid JSON ({exc}); "
-            "save the model again"
-        ) from exc
+    architecture = _metadata_json(path, ARCHITECTURE_KEY, metadata[ARCHITECTURE_KEY])
     if not isinstance(architecture, list) or not all(
         isinstance(entry, dict) and isinstance(entry.get("type"), str)
         and isinstance(entry.get("config"), dict)
@@ -414,6 +682,113 @@ def _random_streams_preserved() -> Iterator[None]:
             nn_random._generators[name] = gen
 
 
+# -- parameter shapes from a layer's config, before building it -----------------------------
+
+
+def _dense_parameter_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Dense(in, out): weight (in, out), bias (out,)."""
+    sizes = [config.get("in_features"), config.get("out_features")]
+    for key, size in zip(("in_features", "out_features"), sizes):
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ConfigError(f"{key} must be a positive integer, got {_QUOTE.repr(size)}")
+    in_features, out_features = sizes
+    return {"weight": (in_features, out_features), "bias": (out_features,)}
+
+
+def _no_parameters(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {}
+
+
+_PARAMETER_SHAPES: dict[type[Layer], Callable[[dict[str, Any]], dict[str, tuple[int, ...]]]] = {
+    Dense: _dense_parameter_shapes,
+}
+"""How the built-in layers with parameters derive their shapes from their config."""
+
+
+def _layer_class(path: str, index: int, type_name: str) -> type[Layer]:
+    cls = LAYERS.get(type_name)
+    if cls is None:
+        raise CheckpointError(
+            f"{path}: layer {index} has the unknown type {_QUOTE.repr(type_name)}; this "
+            f"nnscratch rebuilds {', '.join(LAYERS)}. If it is your own Layer subclass, call "
+            f"nnscratch.io.register_layer({type_name[:80]}) before loading; otherwise "
+            "upgrade nnscratch"
+        )
+    return cls
+
+
+def _parameter_shapes(path: str, index: int, entry: dict[str, Any]
+                      ) -> dict[str, tuple[int, ...]] | None:
+    """``{parameter name: shape}`` of layer ``index`` from its saved config alone; None
+    for a registered layer class that does not say (it is built first, checked after)."""
+    cls = _layer_class(path, index, entry["type"])
+    rule = getattr(cls, "parameter_shapes", None) or _PARAMETER_SHAPES.get(cls)
+    if rule is None:
+        if cls.parameters is not Layer.parameters:
+            return None
+        rule = _no_parameters  # a layer that keeps Layer.parameters() has none
+    try:
+        return {str(param): tuple(int(size) for size in shape)
+                for param, shape in rule(entry["config"]).items()}
+    except (TypeError, ValueError, OverflowError) as exc:  # ConfigError is a ValueError
+        raise _cannot_rebuild(path, index, entry, exc) from exc
+
+
+def _cannot_rebuild(path: str, index: int, entry: dict[str, Any], exc: Exception
+                    ) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: layer {index} ({entry['type']}) cannot be rebuilt from its saved config "
+        f"{_QUOTE.repr(entry['config'])}: {exc}; the file was edited: save the model again"
+    )
+
+
+def _layer_index(tensor: str) -> int | None:
+    """``i`` for a tensor named ``layers.<i>.<param>``, else None."""
+    match = _LAYER_TENSOR.fullmatch(tensor)
+    return int(match.group(1)) if match else None
+
+
+def _check_tensor_names(path: str, expected: set[str], stored: set[str]) -> None:
+    """The file must hold exactly the layer tensors the architecture needs."""
+    missing, extra = sorted(expected - stored), sorted(stored - expected)
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks the tensor(s) {_QUOTE.repr(missing)[1:-1]} that its architecture "
+            "needs; the file is incomplete or was edited: save the model again"
+        )
+    if extra:
+        raise CheckpointError(
+            f"{path} has tensor(s) {_QUOTE.repr(extra)[1:-1]} that its architecture does not "
+            "use; the file was edited or written by another program: save the model again"
+        )
+
+
+def _check_shapes_before_building(checkpoint: _Checkpoint,
+                                  architecture: list[dict[str, Any]]) -> None:
+    """Every layer's parameter shapes, derived from its config, must be the shapes of its
+    tensors in the file: so no layer is built larger than the data the file holds."""
+    path = checkpoint.path
+    expected: dict[str, tuple[int, ...]] = {}
+    undeclared: set[int] = set()
+    for index, entry in enumerate(architecture):
+        shapes = _parameter_shapes(path, index, entry)
+        if shapes is None:
+            undeclared.add(index)
+        else:
+            expected.update({f"{LAYER_PREFIX}{index}.{name}": shape
+                             for name, shape in shapes.items()})
+    stored = {name: tuple(array.shape) for name, array in checkpoint.tensors.items()
+              if not name.startswith(OPTIMIZER_PREFIX) and _layer_index(name) not in undeclared}
+    _check_tensor_names(path, set(expected), set(stored))
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has shape {stored[name]}, but the architecture "
+                f"expects {_QUOTE.repr(shape)}; the file does not match its architecture: "
+                "save the model again"
+            )
+
+
 def _build_layer(path: str, index: int, entry: dict[str, Any]) -> Layer:
     """One layer from its ``{"type", "config"}`` entry.
 
@@ -421,25 +796,14 @@ def _build_layer(path: str, index: int, entry: dict[str, Any]) -> Layer:
     so layers are built with ``init="zeros"``: nothing is drawn, and a custom
     initializer (saved by name only) need not exist here.
     """
-    type_name, config = entry["type"], entry["config"]
-    cls = LAYERS.get(type_name)
-    if cls is None:
-        raise CheckpointError(
-            f"{path}: layer {index} has the unknown type {type_name!r}; this nnscratch "
-            f"rebuilds {', '.join(LAYERS)}. If it is your own Layer subclass, call "
-            f"nnscratch.io.register_layer({type_name}) before loading; otherwise upgrade "
-            "nnscratch"
-        )
+    cls, config = _layer_class(path, index, entry["type"]), entry["config"]
     arguments = dict(config)
     if "init" in arguments:
         arguments["init"] = "zeros"
     try:
         layer = cls(**arguments)
-    except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
-        raise CheckpointError(
-            f"{path}: layer {index} ({type_name}) cannot be rebuilt from its saved config "
-            f"{config}: {exc}"
-        ) from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # ConfigError is a ValueError
+        raise _cannot_rebuild(path, index, entry, exc) from exc
     if "init" in config:
         layer.init = config["init"]
     return layer
@@ -450,30 +814,25 @@ def _build_model(checkpoint: _Checkpoint) -> Sequential:
     from .model import Sequential
 
     architecture = _architecture(checkpoint)
+    _check_shapes_before_building(checkpoint, architecture)
     with _random_streams_preserved():
         layers = [
             _build_layer(checkpoint.path, index, entry)
             for index, entry in enumerate(architecture)
         ]
-    model = Sequential(*layers)
+    try:
+        model = Sequential(*layers)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{checkpoint.path}: its layers do not form a model ({exc}); save the model again"
+        ) from exc
     expected = {
         f"{LAYER_PREFIX}{index}.{param.name}": param
         for index, layer in enumerate(model.layers)
         for param in layer.parameters()
     }
     stored = {name for name in checkpoint.tensors if not name.startswith(OPTIMIZER_PREFIX)}
-    missing, extra = sorted(expected.keys() - stored), sorted(stored - expected.keys())
-    if missing:
-        raise CheckpointError(
-            f"{checkpoint.path} lacks the tensor(s) {', '.join(missing)} that its "
-            "architecture needs; the file is incomplete or was edited: save the model again"
-        )
-    if extra:
-        raise CheckpointError(
-            f"{checkpoint.path} has tensor(s) {', '.join(extra)} that its architecture "
-            "does not use; the file was edited or written by another program: save the "
-            "model again"
-        )
+    _check_tensor_names(checkpoint.path, set(expected), stored)
     backend = get_backend()
     for name, param in expected.items():
         _check_tensor(checkpoint.path, name, checkpoint.tensors[name], param,
@@ -519,17 +878,15 @@ def _optimizer_header(checkpoint: _Checkpoint, required: bool = True) -> dict[st
             "with model.save(path, optimizer=optimizer) to resume training, or load the "
             "model alone with nn.load(path)"
         )
-    try:
-        saved = json.loads(text)
-    except ValueError:
-        saved = None
+    saved = _metadata_json(checkpoint.path, OPTIMIZER_KEY, text)
     if not (isinstance(saved, dict) and isinstance(saved.get("type"), str)
             and isinstance(saved.get("config"), dict)
             and isinstance(saved.get("t"), int) and not isinstance(saved["t"], bool)
-            and saved["t"] >= 0):
+            and 0 <= saved["t"] <= _MAX_OPTIMIZER_STEPS):
         raise CheckpointError(
             f"{checkpoint.path}: the {OPTIMIZER_KEY!r} metadata should be JSON "
-            f'{{"type": str, "t": int >= 0, "config": {{...}}}}, found {text!r}; save again'
+            f'{{"type": str, "t": int >= 0 (below 2**63), "config": {{...}}}}, found '
+            f"{_QUOTE.repr(text)}; save the model and optimizer again"
         )
     return saved
 
@@ -547,11 +904,11 @@ def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Op
     """Check the saved optimizer state against ``optimizer`` and ``model``, then load it."""
     path = checkpoint.path
     saved = _optimizer_header(checkpoint)
-    kind = type(optimizer).__name__
+    kind, saved_kind = type(optimizer).__name__, saved["type"][:80]
     if saved["type"] != kind:
         raise CheckpointError(
-            f"{path} holds the state of a {saved['type']} optimizer, which cannot be loaded "
-            f"into a {kind}; pass a {saved['type']}, or use "
+            f"{path} holds the state of a {saved_kind} optimizer, which cannot be loaded "
+            f"into a {kind}; pass a {saved_kind}, or use "
             "nnscratch.io.read_optimizer(path, model) to rebuild the saved one"
         )
     params = model.parameters()
@@ -562,9 +919,9 @@ def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Op
         if not name.startswith(OPTIMIZER_PREFIX):
             continue
         index_text, _, slot = name[len(OPTIMIZER_PREFIX):].partition(".")
-        if not index_text.isdigit() or not slot:
+        if not _SMALL_INT.fullmatch(index_text) or not slot:
             raise CheckpointError(
-                f"{path}: the optimizer tensor {name!r} is not named "
+                f"{path}: the optimizer tensor {_QUOTE.repr(name)} is not named "
                 "'optimizer.<parameter index>.<slot>'; save again"
             )
         entries.append((int(index_text), slot, name, array))
@@ -573,16 +930,17 @@ def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Op
     for index, slot, name, array in sorted(entries, key=lambda entry: entry[:2]):
         if index >= len(params):
             raise CheckpointError(
-                f"{path}: the optimizer tensor {name!r} belongs to parameter {index}, but "
+                f"{path}: the optimizer tensor {_QUOTE.repr(name)} belongs to parameter "
+                f"{index}, but "
                 f"the model has {len(params)} parameters; the optimizer state was saved "
                 "for another model"
             )
         if slot not in expected_slots:
             keeps = ", ".join(sorted(expected_slots)) or "no state arrays"
             raise CheckpointError(
-                f"{path}: the optimizer tensor {name!r} is a {slot!r} state, but "
-                f"{optimizer!r} keeps {keeps}; create the optimizer with the saved "
-                f"hyper-parameters {saved['config']}"
+                f"{path}: the optimizer tensor {_QUOTE.repr(name)} is a "
+                f"{_QUOTE.repr(slot)} state, but {optimizer!r} keeps {keeps}; create the "
+                f"optimizer with the saved hyper-parameters {_QUOTE.repr(saved['config'])}"
             )
         _check_tensor(path, name, array, params[index], f"parameter {index} of the model",
                       "the optimizer state was saved for another model")

@@ -403,8 +403,10 @@ def test_a_write_failing_halfway_leaves_the_old_file(tmp_path, st, backend, monk
             yield HalfThenFull(handle)
 
     monkeypatch.setattr(nio, "atomic_write", failing_atomic_write)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(CheckpointError, match="No space") as caught:
         make_model("float64").save(path)
+    assert str(path) in str(caught.value) and "free some space" in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError)  # the system's reason, kept
     assert written and written[0] > 0
     assert path.read_bytes() == before
     assert stray_files(tmp_path, path.name) == [] and part_files(tmp_path) == []
@@ -428,7 +430,7 @@ while True:
 """
 
 
-def test_sigkill_during_saves_never_leaves_a_partial_file(tmp_path, st, backend):
+def test_sigkill_during_saves_never_leaves_a_partial_file(tmp_path, st, backend, monkeypatch):
     path = tmp_path / "model.safetensors"
     env = {**os.environ, "NNSCRATCH_BACKEND": "numpy", "PYTHONPATH": str(ROOT)}
     env.pop("NNSCRATCH_DEVICE", None)
@@ -452,6 +454,11 @@ def test_sigkill_during_saves_never_leaves_a_partial_file(tmp_path, st, backend)
         np.testing.assert_array_equal(bias, np.full(1024, iteration, dtype=np.float32))
         # A kill may leave the temporary '.part' of the save it interrupted; nothing else.
         assert stray_files(tmp_path, path.name) == []
+    # The next save removes those the kills left, once nobody has touched them for
+    # nnscratch._files.STALE_PARTIAL_SECONDS (here: at once).
+    monkeypatch.setattr(nnscratch._files, "STALE_PARTIAL_SECONDS", 0.0)
+    nn.load(path).save(path)
+    assert part_files(tmp_path) == []
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -582,18 +589,23 @@ def test_extra_tensor(checkpoint, backend):
     assert_checkpoint_error(edited(checkpoint, extra), "layers.1.weight", "does not use")
 
 
-def test_safetensors_not_installed(tmp_path, backend, monkeypatch):
+def test_safetensors_not_installed(tmp_path, st, backend, monkeypatch):
+    """Writing needs safetensors and says how to install it; reading needs NumPy only."""
+    saved = tmp_path / "saved.safetensors"
+    model = trained_model()
+    model.save(saved)
     monkeypatch.setitem(sys.modules, "safetensors", None)
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     path = tmp_path / "model.safetensors"
-    for action in (lambda: make_model().save(path), lambda: nn.load(path)):
-        with pytest.raises(CheckpointError) as caught:
-            action()
-        message = str(caught.value)
-        assert "pip install safetensors" in message
-        assert "pip install 'nnscratch[checkpoints]'" in message
-        assert path.name in message
+    with pytest.raises(CheckpointError) as caught:
+        make_model().save(path)
+    message = str(caught.value)
+    assert "pip install safetensors" in message
+    assert "pip install 'nnscratch[checkpoints]'" in message
+    assert path.name in message
     assert not path.exists()
+    for got, want in zip(host_weights(nn.load(saved)), host_weights(model)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_metadata_must_be_strings(tmp_path, st, backend):
