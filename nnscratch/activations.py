@@ -11,7 +11,7 @@ from typing import Any
 
 from .backend import namespace
 from .errors import ConfigError, NotDifferentiableError
-from .layers import Layer
+from .layers import Layer, register_layer
 
 
 class Activation(Layer):
@@ -210,6 +210,10 @@ ACTIVATIONS: dict[str, type[Activation]] = {
     "softplus": Softplus,
     "softmax": Softmax,
 }
+
+
+for _activation in set(ACTIVATIONS.values()):  # checkpoints rebuild them by class name
+    register_layer(_activation)
 
 
 def get_activation(spec: str | Activation) -> Activation:

@@ -1,7 +1,7 @@
 """Checkpoints: a model's weights and architecture (and optionally its optimizer's state)
 in one safetensors file, readable on any backend.
 
-``model.save(path, optimizer=None, metadata=None)`` writes a checkpoint and
+``nn.save(model, path, optimizer=None, metadata=None)`` writes a checkpoint and
 ``nn.load(path, optimizer=None)`` rebuilds the model on the *active* backend, so a
 network trained on the GPU loads on a CPU-only machine and the other way round.
 
@@ -83,18 +83,21 @@ import os
 import re
 import reprlib
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from . import (
+    activations,  # noqa: F401 - the activation layers register themselves
+    layers,
+)
 from . import random as nn_random
 from ._files import NotARegularFileError, atomic_write, file_kind
-from .activations import ACTIVATIONS
 from .backend import get_backend, to_numpy
-from .errors import CheckpointError, ConfigError
-from .layers import Dense, Dropout, Layer, Parameter
+from .errors import CheckpointError
+from .layers import Layer, Parameter, register_layer
 from .optim import OPTIMIZERS, SGD, Optimizer
 
 if TYPE_CHECKING:
@@ -145,31 +148,8 @@ _QUOTE.maxdict = _QUOTE.maxlist = _QUOTE.maxtuple = 8
 
 _INSTALL_HINT = "pip install safetensors (or: pip install 'nnscratch[checkpoints]')"
 
-LAYERS: dict[str, type[Layer]] = {
-    "Dense": Dense,
-    "Dropout": Dropout,
-    **{cls.__name__: cls for cls in ACTIVATIONS.values()},
-}
-"""The layer classes a checkpoint can name, by class name."""
-
 OPTIMIZER_TYPES: dict[str, type[Optimizer]] = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 """The optimizer classes ``read_optimizer`` can rebuild, by class name."""
-
-
-def register_layer(cls: type[Layer]) -> type[Layer]:
-    """Let checkpoints save and rebuild your own ``Layer`` subclass (by its class name).
-
-    Its ``config()`` must return JSON-serializable constructor keyword arguments, and its
-    parameters need distinct ``name``s. Usable as a class decorator. If the layer has
-    parameters, give it a static (or class) method ``parameter_shapes(config)`` returning
-    ``{parameter name: shape}``: loading then checks a file's tensors against its config
-    before building the layer, as for ``Dense``; without it, the layer is built from the
-    file's config first.
-    """
-    if not (isinstance(cls, type) and issubclass(cls, Layer)):
-        raise ConfigError(f"register_layer takes a Layer subclass, got {cls!r}")
-    LAYERS[cls.__name__] = cls
-    return cls
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -187,7 +167,7 @@ def save(
     The model's arrays must belong to the active backend (the one it was trained on).
     Read the metadata back with ``read_metadata(path)``.
     """
-    path = _path_name(path, "model.save")
+    path = _path_name(path, "nn.save")
     serialize = _safetensors_numpy(path).save
     from . import __version__
 
@@ -261,10 +241,10 @@ def _architecture_json(model: Sequential, path: str | os.PathLike) -> str:
     """``model.config()`` as JSON, after checking that every layer can be rebuilt."""
     for index, layer in enumerate(model.layers):
         name = type(layer).__name__
-        if LAYERS.get(name) is not type(layer):
+        if layers.LAYERS.get(name) is not type(layer):
             raise CheckpointError(
                 f"cannot save {path}: layer {index} is a {name}, which checkpoints cannot "
-                f"rebuild (they know {', '.join(LAYERS)}); register it first with "
+                f"rebuild (they know {', '.join(layers.LAYERS)}); register it first with "
                 f"nnscratch.io.register_layer({name})"
             )
     try:
@@ -442,7 +422,7 @@ def _open_regular_file(name: str) -> Iterator[tuple[BinaryIO, int]]:
     except FileNotFoundError as exc:
         raise CheckpointError(
             f"checkpoint file {name} does not exist; check the path (checkpoints are "
-            "written by model.save(path))"
+            "written by nn.save(model, path))"
         ) from exc
     except OSError as exc:
         raise CheckpointError(
@@ -461,7 +441,7 @@ def _require_regular(name: str, mode: int) -> None:
     if not stat.S_ISREG(mode):
         raise CheckpointError(
             f"{name} is {file_kind(mode)}, not a regular file; checkpoints are files "
-            "written by model.save(path): pass the path of one"
+            "written by nn.save(model, path): pass the path of one"
         )
 
 
@@ -580,7 +560,7 @@ def _read_tensors(name: str, handle: BinaryIO, entries: dict[str, _TensorEntry],
 
 def _not_safetensors(name: str, why: str) -> CheckpointError:
     return CheckpointError(f"{name} is not a safetensors checkpoint ({why}); pass the path "
-                           "of a file written by model.save(path)")
+                           "of a file written by nn.save(model, path)")
 
 
 def _truncated(name: str, why: str) -> CheckpointError:
@@ -637,13 +617,13 @@ def _architecture(checkpoint: _Checkpoint) -> list[dict[str, Any]]:
         raise CheckpointError(
             f"{path} is a safetensors file but not an nnscratch checkpoint: it has no "
             f"{ARCHITECTURE_KEY!r} metadata, so the model cannot be rebuilt. Load files "
-            "written by model.save(path)"
+            "written by nn.save(model, path)"
         )
     version_text = metadata.get(FORMAT_KEY)
     if version_text is None or not _SMALL_INT.fullmatch(version_text) or int(version_text) < 1:
         raise CheckpointError(
             f"{path} has no valid {FORMAT_KEY!r} metadata (found {_QUOTE.repr(version_text)}); "
-            "it was not written by model.save, or was edited: save the model again"
+            "it was not written by nn.save, or was edited: save the model again"
         )
     from . import __version__
 
@@ -685,33 +665,17 @@ def _random_streams_preserved() -> Iterator[None]:
 # -- parameter shapes from a layer's config, before building it -----------------------------
 
 
-def _dense_parameter_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Dense(in, out): weight (in, out), bias (out,)."""
-    sizes = [config.get("in_features"), config.get("out_features")]
-    for key, size in zip(("in_features", "out_features"), sizes):
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ConfigError(f"{key} must be a positive integer, got {_QUOTE.repr(size)}")
-    in_features, out_features = sizes
-    return {"weight": (in_features, out_features), "bias": (out_features,)}
-
-
 def _no_parameters(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return {}
 
 
-_PARAMETER_SHAPES: dict[type[Layer], Callable[[dict[str, Any]], dict[str, tuple[int, ...]]]] = {
-    Dense: _dense_parameter_shapes,
-}
-"""How the built-in layers with parameters derive their shapes from their config."""
-
-
 def _layer_class(path: str, index: int, type_name: str) -> type[Layer]:
-    cls = LAYERS.get(type_name)
+    cls = layers.LAYERS.get(type_name)
     if cls is None:
         raise CheckpointError(
             f"{path}: layer {index} has the unknown type {_QUOTE.repr(type_name)}; this "
-            f"nnscratch rebuilds {', '.join(LAYERS)}. If it is your own Layer subclass, call "
-            f"nnscratch.io.register_layer({type_name[:80]}) before loading; otherwise "
+            f"nnscratch rebuilds {', '.join(layers.LAYERS)}. If it is your own Layer subclass, "
+            f"call nnscratch.io.register_layer({type_name[:80]}) before loading; otherwise "
             "upgrade nnscratch"
         )
     return cls
@@ -722,7 +686,7 @@ def _parameter_shapes(path: str, index: int, entry: dict[str, Any]
     """``{parameter name: shape}`` of layer ``index`` from its saved config alone; None
     for a registered layer class that does not say (it is built first, checked after)."""
     cls = _layer_class(path, index, entry["type"])
-    rule = getattr(cls, "parameter_shapes", None) or _PARAMETER_SHAPES.get(cls)
+    rule = getattr(cls, "parameter_shapes", None)
     if rule is None:
         if cls.parameters is not Layer.parameters:
             return None
@@ -875,7 +839,7 @@ def _optimizer_header(checkpoint: _Checkpoint, required: bool = True) -> dict[st
             return None
         raise CheckpointError(
             f"{checkpoint.path} holds no optimizer state (it was saved without one); save "
-            "with model.save(path, optimizer=optimizer) to resume training, or load the "
+            "with nn.save(model, path, optimizer=optimizer) to resume training, or load the "
             "model alone with nn.load(path)"
         )
     saved = _metadata_json(checkpoint.path, OPTIMIZER_KEY, text)
@@ -961,7 +925,6 @@ def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Op
 
 __all__ = [
     "FORMAT_VERSION",
-    "LAYERS",
     "OPTIMIZER_TYPES",
     "load",
     "load_optimizer_state",

@@ -21,6 +21,9 @@ from .parameters import Parameter, Span
 
 DTYPES = ("float32", "float64")
 
+LAYERS: dict[str, type[Layer]] = {}
+"""The layer classes a checkpoint can name, by class name (see ``register_layer``)."""
+
 
 class Layer:
     """Base class. Subclasses implement ``forward`` and ``backward``."""
@@ -52,6 +55,22 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Let checkpoints save and rebuild your own ``Layer`` subclass (by its class name).
+
+    Its ``config()`` must return JSON-serializable constructor keyword arguments, and its
+    parameters need distinct ``name``s. Usable as a class decorator. If the layer has
+    parameters, give it a static (or class) method ``parameter_shapes(config)`` returning
+    ``{parameter name: shape}``: loading then checks a file's tensors against its config
+    before building the layer, as for ``Dense``; without it, the layer is built from the
+    file's config first.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise ConfigError(f"register_layer takes a Layer subclass, got {cls!r}")
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
 def _check_size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -64,6 +83,7 @@ def _check_dtype(dtype: str) -> str:
     return dtype
 
 
+@register_layer
 class Dense(Layer):
     """Fully connected layer, batch first: ``y = x W + b``.
 
@@ -173,6 +193,15 @@ class Dense(Layer):
     def parameters(self) -> list[Parameter]:
         return [self.weight, self.bias]
 
+    @staticmethod
+    def parameter_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The shapes of the parameters a Dense of this ``config`` has, before it is
+        built: weight (in, out), bias (out,) (a checkpoint's tensors are checked first)."""
+        sizes = [config.get("in_features"), config.get("out_features")]
+        in_features, out_features = (_check_size(key, size) for key, size in
+                                     zip(("in_features", "out_features"), sizes))
+        return {"weight": (in_features, out_features), "bias": (out_features,)}
+
     def regularization_loss(self) -> Any:
         if not (self.l1 or self.l2):
             return 0.0
@@ -193,6 +222,7 @@ class Dense(Layer):
         return config
 
 
+@register_layer
 class Dropout(Layer):
     """Inverted dropout: in training each unit is kept with probability ``p = 1 − rate``
     and scaled by ``1/p``, so nothing needs rescaling at evaluation, where the layer is

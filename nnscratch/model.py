@@ -392,16 +392,6 @@ class Sequential:
             scores["accuracy"] = float(correct) / (samples * width)
         return scores
 
-    # -- checkpoints ---------------------------------------------------------------------
-
-    def save(self, path: str, optimizer: Optimizer | None = None,
-             metadata: dict[str, str] | None = None) -> None:
-        """Write the weights and the architecture (and optionally the optimizer state)
-        to a safetensors file, atomically. See ``nnscratch.io``."""
-        from .io import save
-
-        save(self, path, optimizer=optimizer, metadata=metadata)
-
 
 def _hooks(callbacks: list[Callback], name: str) -> list[Any]:
     """The bound ``name`` methods of the callbacks that override it."""

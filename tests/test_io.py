@@ -114,7 +114,7 @@ def part_files(folder: Path) -> list[str]:
 def test_round_trip_is_exact(tmp_path, st, backend, dtype):
     model = trained_model(dtype)
     path = tmp_path / "model.safetensors"
-    model.save(path)
+    nn.save(model, path)
     loaded = nn.load(path)
 
     assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
@@ -132,7 +132,7 @@ def test_round_trip_is_exact(tmp_path, st, backend, dtype):
 def test_loaded_weights_are_independent_and_trainable(tmp_path, st, backend):
     model = trained_model()
     path = tmp_path / "model.safetensors"
-    model.save(path)
+    nn.save(model, path)
     loaded = nn.load(path)
     before = host_weights(model)
     train(loaded, nn.SGD(lr=0.5), steps=1)
@@ -146,18 +146,18 @@ def test_custom_initializer_name_and_empty_model(tmp_path, st, backend):
         return np.full((fan_in, fan_out), 0.5)
 
     model = nn.Sequential(nn.Dense(2, 3, init=my_init), nn.Tanh())
-    model.save(tmp_path / "custom.safetensors")
+    nn.save(model, tmp_path / "custom.safetensors")
     loaded = nn.load(tmp_path / "custom.safetensors")
     assert loaded.layers[0].init == "my_init"
     np.testing.assert_array_equal(nn.to_numpy(loaded.layers[0].weight.value), np.full((2, 3), 0.5))
 
-    nn.Sequential().save(tmp_path / "empty.safetensors")
+    nn.save(nn.Sequential(), tmp_path / "empty.safetensors")
     assert nn.load(tmp_path / "empty.safetensors").layers == []
 
 
 def test_user_metadata_round_trip(tmp_path, st, backend):
     path = tmp_path / "model.safetensors"
-    make_model().save(path, metadata={"epoch": "7", "note": "ünïcode"})
+    nn.save(make_model(), path, metadata={"epoch": "7", "note": "ünïcode"})
     assert nio.read_metadata(path) == {"epoch": "7", "note": "ünïcode"}
     _, metadata = read_raw(path)
     assert metadata["nnscratch.format_version"] == "1"
@@ -170,7 +170,7 @@ def test_file_layout_names_tensors_by_layer(tmp_path, st, backend):
     optimizer = nn.Adam()
     model = train(make_model(), optimizer, steps=1)
     path = tmp_path / "model.safetensors"
-    model.save(path, optimizer=optimizer)
+    nn.save(model, path, optimizer=optimizer)
     tensors, metadata = read_raw(path)
     layer_names = {f"layers.{i}.{p}" for i in (0, 3, 5) for p in ("weight", "bias")}
     optimizer_names = {f"optimizer.{j}.{slot}" for j in range(6)
@@ -201,7 +201,7 @@ def test_save_on_one_backend_load_on_another(tmp_path, st, backend, other, direc
         model = trained_model(dtype)
         weights = host_weights(model)
         saved_predictions = nn.to_numpy(model.predict(X))
-        model.save(path)
+        nn.save(model, path)
     with on_load():
         target = nn.get_backend()
         loaded = nn.load(path)
@@ -247,7 +247,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path, st, backend, name, how)
     optimizer = make_optimizer()
     first.fit(X, y, loss=loss, optimizer=optimizer, epochs=3, batch_size=None)
     path = tmp_path / "run.safetensors"
-    first.save(path, optimizer=optimizer)
+    nn.save(first, path, optimizer=optimizer)
 
     if how == "load":
         resumed_optimizer = make_optimizer()
@@ -283,7 +283,7 @@ def test_a_fresh_optimizer_would_not_resume(tmp_path, st, backend):
     optimizer = nn.Adam(lr=0.01)
     model.fit(X, y, loss=loss, optimizer=optimizer, epochs=3, batch_size=None)
     path = tmp_path / "run.safetensors"
-    model.save(path, optimizer=optimizer)
+    nn.save(model, path, optimizer=optimizer)
     with_state = nn.load(path, optimizer=(restored := nn.Adam(lr=0.01)))
     without_state = nn.load(path)
     with_state.fit(X, y, loss=loss, optimizer=restored, epochs=1, batch_size=None)
@@ -293,7 +293,7 @@ def test_a_fresh_optimizer_would_not_resume(tmp_path, st, backend):
 
 def test_read_optimizer_without_saved_state_is_none(tmp_path, st, backend):
     path = tmp_path / "model.safetensors"
-    make_model().save(path)
+    nn.save(make_model(), path)
     assert nio.read_optimizer(path, nn.load(path)) is None
 
 
@@ -321,8 +321,8 @@ class Noisy(nn.Layer):
 @pytest.fixture
 def layer_registry(monkeypatch) -> dict[str, type[nn.Layer]]:
     """A private copy of the layer registry, so that registering leaks into no other test."""
-    registry = dict(nio.LAYERS)
-    monkeypatch.setattr(nio, "LAYERS", registry)
+    registry = dict(nn.layers.LAYERS)
+    monkeypatch.setattr(nn.layers, "LAYERS", registry)
     return registry
 
 
@@ -333,7 +333,7 @@ def test_load_leaves_the_random_streams_alone(tmp_path, st, backend, layer_regis
     nn.seed(0)
     model = nn.Sequential(make_model().layers + [Noisy(3)])
     path = tmp_path / "model.safetensors"
-    model.save(path)
+    nn.save(model, path)
 
     def draws(load_first: bool) -> list[np.ndarray]:
         nn.seed(11)
@@ -355,7 +355,7 @@ def test_save_refuses_an_unregistered_layer(tmp_path, st, backend, layer_registr
     path = tmp_path / "model.safetensors"
     model = nn.Sequential(nn.Dense(3, 3), Noisy(3))
     with pytest.raises(CheckpointError, match=r"register_layer\(Noisy\)"):
-        model.save(path)
+        nn.save(model, path)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(nn.ConfigError, match="Layer subclass"):
         nio.register_layer(int)
@@ -366,7 +366,7 @@ def test_save_refuses_an_unregistered_layer(tmp_path, st, backend, layer_registr
 
 def test_a_failing_serializer_leaves_the_old_file(tmp_path, st, backend, monkeypatch):
     path = tmp_path / "model.safetensors"
-    trained_model().save(path)
+    nn.save(trained_model(), path)
     before = path.read_bytes()
 
     def broken_save(*args: Any, **kwargs: Any) -> bytes:
@@ -374,14 +374,14 @@ def test_a_failing_serializer_leaves_the_old_file(tmp_path, st, backend, monkeyp
 
     monkeypatch.setattr(st, "save", broken_save)
     with pytest.raises(RuntimeError, match="exploded"):
-        make_model().save(path)
+        nn.save(make_model(), path)
     assert path.read_bytes() == before
     assert stray_files(tmp_path, path.name) == [] and part_files(tmp_path) == []
 
 
 def test_a_write_failing_halfway_leaves_the_old_file(tmp_path, st, backend, monkeypatch):
     path = tmp_path / "model.safetensors"
-    trained_model().save(path)
+    nn.save(trained_model(), path)
     before = path.read_bytes()
     real_atomic_write = nnscratch._files.atomic_write
     written: list[int] = []
@@ -404,7 +404,7 @@ def test_a_write_failing_halfway_leaves_the_old_file(tmp_path, st, backend, monk
 
     monkeypatch.setattr(nio, "atomic_write", failing_atomic_write)
     with pytest.raises(CheckpointError, match="No space") as caught:
-        make_model("float64").save(path)
+        nn.save(make_model("float64"), path)
     assert str(path) in str(caught.value) and "free some space" in str(caught.value)
     assert isinstance(caught.value.__cause__, OSError)  # the system's reason, kept
     assert written and written[0] > 0
@@ -423,7 +423,7 @@ model = nn.Sequential(nn.Dense(512, 1024), nn.ReLU(), nn.Dense(1024, 512))
 iteration = 0
 while True:
     model.layers[0].bias.value[...] = iteration
-    model.save(sys.argv[1], metadata={"iteration": str(iteration)})
+    nn.save(model, sys.argv[1], metadata={"iteration": str(iteration)})
     if iteration == 0:
         print("first save done", flush=True)
     iteration += 1
@@ -457,7 +457,7 @@ def test_sigkill_during_saves_never_leaves_a_partial_file(tmp_path, st, backend,
     # The next save removes those the kills left, once nobody has touched them for
     # nnscratch._files.STALE_PARTIAL_SECONDS (here: at once).
     monkeypatch.setattr(nnscratch._files, "STALE_PARTIAL_SECONDS", 0.0)
-    nn.load(path).save(path)
+    nn.save(nn.load(path), path)
     assert part_files(tmp_path) == []
 
 
@@ -470,7 +470,7 @@ def checkpoint(tmp_path, st) -> Path:
     optimizer = nn.Adam(lr=0.01)
     model = train(make_model(), optimizer)
     path = tmp_path / "good.safetensors"
-    model.save(path, optimizer=optimizer)
+    nn.save(model, path, optimizer=optimizer)
     return path
 
 
@@ -593,12 +593,12 @@ def test_safetensors_not_installed(tmp_path, st, backend, monkeypatch):
     """Writing needs safetensors and says how to install it; reading needs NumPy only."""
     saved = tmp_path / "saved.safetensors"
     model = trained_model()
-    model.save(saved)
+    nn.save(model, saved)
     monkeypatch.setitem(sys.modules, "safetensors", None)
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     path = tmp_path / "model.safetensors"
     with pytest.raises(CheckpointError) as caught:
-        make_model().save(path)
+        nn.save(make_model(), path)
     message = str(caught.value)
     assert "pip install safetensors" in message
     assert "pip install 'nnscratch[checkpoints]'" in message
@@ -611,7 +611,7 @@ def test_safetensors_not_installed(tmp_path, st, backend, monkeypatch):
 def test_metadata_must_be_strings(tmp_path, st, backend):
     path = tmp_path / "model.safetensors"
     with pytest.raises(CheckpointError, match="str to str"):
-        make_model().save(path, metadata={"epoch": 3})
+        nn.save(make_model(), path, metadata={"epoch": 3})
     assert not path.exists()
 
 
@@ -629,7 +629,7 @@ def test_optimizer_type_mismatch(checkpoint, backend):
 
 def test_no_optimizer_state_saved(tmp_path, st, backend):
     path = tmp_path / "plain.safetensors"
-    make_model().save(path)
+    nn.save(make_model(), path)
     assert_checkpoint_error(path, "no optimizer state", "optimizer=optimizer",
                             call=load_with(nn.Adam()))
     assert_checkpoint_error(path, "no optimizer state",
@@ -665,7 +665,7 @@ def test_optimizer_hyperparameters_that_keep_other_state(tmp_path, st, backend):
     optimizer = nn.RMSprop(momentum=0.9)
     model = train(make_model(), optimizer, steps=1)
     path = tmp_path / "rms.safetensors"
-    model.save(path, optimizer=optimizer)
+    nn.save(model, path, optimizer=optimizer)
     assert_checkpoint_error(path, "'momentum_buffer'", "keeps square_avg", "momentum': 0.9",
                             call=load_with(nn.RMSprop()))
 

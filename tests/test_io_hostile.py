@@ -74,7 +74,7 @@ def saved(tmp_path, st) -> Path:
     loss.forward(model.forward(X, training=True), y)
     model.backward(loss.backward(), need_input_grad=False)
     optimizer.step(model.parameters())
-    model.save(tmp_path / "good.safetensors", optimizer=optimizer)
+    nn.save(model, tmp_path / "good.safetensors", optimizer=optimizer)
     return tmp_path / "good.safetensors"
 
 
@@ -250,10 +250,10 @@ class Scale(nn.Layer):
 
 def test_a_registered_layer_declaring_its_shapes_is_checked_first(tmp_path, st, backend,
                                                                    monkeypatch):
-    monkeypatch.setattr(nio, "LAYERS", dict(nio.LAYERS))
+    monkeypatch.setattr(nn.layers, "LAYERS", dict(nn.layers.LAYERS))
     nio.register_layer(Scale)
     path = tmp_path / "scale.safetensors"
-    nn.Sequential(nn.Dense(2, 3), Scale(3)).save(path)
+    nn.save(nn.Sequential(nn.Dense(2, 3), Scale(3)), path)
     Scale.constructed = 0
     assert nn.load(path).layers[1].width == 3 and Scale.constructed == 1
 
@@ -382,7 +382,7 @@ def test_dev_zero_is_refused_without_reading(backend):
     if not os.path.exists("/dev/zero"):
         pytest.skip("this system has no /dev/zero")
     assert_refused_quickly(load_in_limited_child("/dev/zero"), "/dev/zero",
-                           "a character device, not a regular file", "model.save(path)")
+                           "a character device, not a regular file", "nn.save(model, path)")
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path, backend):
@@ -431,7 +431,7 @@ def test_a_checkpoint_followed_by_gigabytes_is_not_read(saved, backend):
                          ids=["None", "int", "float", "object", "empty", "empty-bytes", "nul"])
 def test_load_and_save_need_a_file_path(st, backend, not_a_path):
     for call in (lambda: nn.load(not_a_path), lambda: nio.read_metadata(not_a_path),
-                 lambda: small_model().save(not_a_path)):
+                 lambda: nn.save(small_model(), not_a_path)):
         refused(call, "takes a file path", "'model.safetensors'")
 
 
@@ -486,13 +486,13 @@ def partials(folder: Path) -> list[str]:
 
 
 def test_save_refuses_to_replace_a_fifo(tmp_path, st, backend):
-    """As root, model.save("/dev/full") replaced the device node; a FIFO shows it without
+    """As root, nn.save(model, "/dev/full") replaced the device node; a FIFO shows it without
     touching /dev."""
     if not hasattr(os, "mkfifo"):
         pytest.skip("this system has no FIFOs (os.mkfifo)")
     fifo = tmp_path / "pipe.safetensors"
     os.mkfifo(fifo)
-    refused(lambda: small_model().save(fifo), str(fifo), "a FIFO (named pipe), not a regular "
+    refused(lambda: nn.save(small_model(), fifo), str(fifo), "a FIFO (named pipe), not a regular "
             "file", "choose the path of a regular file")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert partials(tmp_path) == []
@@ -502,7 +502,7 @@ def test_save_refuses_a_directory(tmp_path, st, backend):
     folder = tmp_path / "runs"
     folder.mkdir()
     (folder / "keep.txt").write_text("keep")
-    refused(lambda: small_model().save(folder), str(folder), "a directory",
+    refused(lambda: nn.save(small_model(), folder), str(folder), "a directory",
             f"e.g. {folder / 'model.safetensors'}")
     assert (folder / "keep.txt").read_text() == "keep" and partials(tmp_path) == []
 
@@ -511,7 +511,7 @@ def test_save_where_the_folder_cannot_be_created(tmp_path, st, backend):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")
     target = blocker / "run" / "model.safetensors"
-    refused(lambda: small_model().save(target), str(target), "fix the path")
+    refused(lambda: nn.save(small_model(), target), str(target), "fix the path")
     assert blocker.read_text() == "a file, not a folder"
 
 
@@ -543,7 +543,7 @@ def failing_os_open(error: OSError) -> Iterator[None]:
 def test_save_errors_name_the_path_and_the_fix(tmp_path, st, backend, error, fragments):
     target = tmp_path / "model.safetensors"
     with failing_os_open(error):
-        message = refused(lambda: small_model().save(target), str(target), *fragments)
+        message = refused(lambda: nn.save(small_model(), target), str(target), *fragments)
     assert message.startswith(f"cannot save the checkpoint to {target}")
     assert not target.exists()
 
@@ -554,7 +554,7 @@ def test_save_into_a_read_only_folder(tmp_path, st, backend):
     folder = tmp_path / "locked"
     folder.mkdir(mode=0o555)
     try:
-        refused(lambda: small_model().save(folder / "model.safetensors"), "Permission denied",
+        refused(lambda: nn.save(small_model(), folder / "model.safetensors"), "Permission denied",
                 "choose a folder you can write to")
     finally:
         folder.chmod(0o755)
@@ -574,17 +574,17 @@ def umask(mask: int) -> Iterator[None]:
 def test_a_saved_file_follows_the_umask(tmp_path, st, backend, mask, mode):
     path = tmp_path / "model.safetensors"
     with umask(mask):
-        small_model().save(path)
+        nn.save(small_model(), path)
     assert stat.S_IMODE(os.stat(path).st_mode) == mode
 
 
 @pytest.mark.skipif(os.name != "posix", reason="permission bits are POSIX")
 def test_saving_over_a_file_keeps_its_permissions(tmp_path, st, backend):
     path = tmp_path / "model.safetensors"
-    small_model().save(path)
+    nn.save(small_model(), path)
     path.chmod(0o640)
     with umask(0o022):
-        small_model().save(path)
+        nn.save(small_model(), path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
 
 
@@ -611,7 +611,7 @@ def test_the_next_save_removes_only_its_own_stale_partials(tmp_path, st, backend
             os.utime(tmp_path / name, (hour_ago, hour_ago))
     with open(tmp_path / names["locked"], "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a live writer holds its partial
-        small_model().save(target)
+        nn.save(small_model(), target)
         still_there = set(partials(tmp_path))
     assert still_there == set(names.values()) - {names["stale"]}
     assert nn.load(target).config() == small_model().config()

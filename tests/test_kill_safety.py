@@ -202,7 +202,7 @@ nnscratch._files.STALE_PARTIAL_SECONDS = 0.0  # any partial not locked counts as
 nn.seed(int(sys.argv[2]))
 model = nn.Sequential(nn.Dense(256, 256))
 for _ in range(int(sys.argv[3])):
-    model.save(sys.argv[1], metadata={"writer": sys.argv[2]})
+    nn.save(model, sys.argv[1], metadata={"writer": sys.argv[2]})
 print("saved", flush=True)
 """
 

@@ -277,7 +277,7 @@ def test_predict_errors_name_the_fix(tmp_path, monkeypatch):
 
     checkpoint = tmp_path / "tiny.safetensors"
     nn.seed(0)
-    nn.Sequential(nn.Dense(784, 10)).save(str(checkpoint))
+    nn.save(nn.Sequential(nn.Dense(784, 10)), str(checkpoint))
     code, out, err = run_main("--predict", str(picture), "--resume", str(checkpoint))
     assert code == 0 and "predicted digit: " in out, err  # an untrained model, but it runs
 

@@ -146,7 +146,7 @@ def test_resume_from_a_missing_or_foreign_file_says_so(tmp_path, capsys):
 
     foreign = tmp_path / "plain.safetensors"
     nn.seed(0)
-    nn.Sequential(nn.Dense(4, 2)).save(str(foreign))  # a model, but no training run in it
+    nn.save(nn.Sequential(nn.Dense(4, 2)), str(foreign))  # a model, but no training run in it
     assert mnist.main(["--resume", str(foreign)]) == 1
     assert "not one of this script's training runs" in capsys.readouterr().err
 
