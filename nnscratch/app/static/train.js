@@ -43,6 +43,7 @@ function settings() {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   running(true);
+  setState("starting…", "running");
   const { status, body } = await nnscratch.api("/api/train", settings());
   if (status === 202 || status === 409) {
     if (status === 409) setState(`${body.detail} Showing that run.`, "running");
@@ -169,7 +170,7 @@ function drawCharts() {
 // Two series (training, validation) over epochs 1..run.epochs, y from low to high.
 function drawChart(svg, [train, validation], low, high, label) {
   svg.replaceChildren();
-  const [width, height, left, right, top, bottom] = [360, 220, 44, 12, 12, 32];
+  const [width, height, left, right, top, bottom] = [360, 220, 44, 12, 26, 32];
   const x = (epoch) => (run.epochs === 1 ? (left + width - right) / 2
     : left + ((epoch - 1) * (width - left - right)) / (run.epochs - 1));
   const y = (v) => top + ((high - v) * (height - top - bottom)) / (high - low || 1);
@@ -198,8 +199,10 @@ function drawChart(svg, [train, validation], low, high, label) {
         const dot = element("circle", { class: `point ${kind}`, cx: px, cy: y(v), r: 3 }, svg);
         element("title", {}, dot).textContent = `${name}: ${label(v)} (${v.toFixed(4)})`;
       }
-      element("text", { class: kind, x: width - right - 4, y: top + 10 + 12 * index,
-                        "text-anchor": "end" }, svg).textContent = name;
+      // The legend, above the plot: a dot and the series' name.
+      const legendX = left + 8 + 90 * index;
+      element("circle", { class: kind, cx: legendX, cy: 12, r: 3 }, svg);
+      element("text", { class: kind, x: legendX + 7, y: 15 }, svg).textContent = name;
     });
 }
 
