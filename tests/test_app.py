@@ -467,7 +467,9 @@ def test_only_the_newest_progress_event_keeps_its_weights():
     run = TrainingRun(1, TrainSettings())
     run.emit("progress", step=1, weights={"data": "a"})
     run.emit("progress", step=2)
+    being_sent = run.events_from(0)[0][1]  # a stream may be writing it out right now
     run.emit("progress", step=3, weights={"data": "b"})
+    assert being_sent["weights"] == {"data": "a"}  # replaced in the list, not changed
     run.emit("epoch", epoch=1, weights={"data": "c"})
     run.emit("done", done=True)
     run.emit("progress", step=4)  # after done: ignored

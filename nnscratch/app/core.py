@@ -276,8 +276,11 @@ class TrainingRun:
             if self.finished:
                 return
             if kind == "progress" and "weights" in event:
-                if self._last_progress_weights is not None:
-                    self._events[self._last_progress_weights].pop("weights", None)
+                previous = self._last_progress_weights
+                if previous is not None:  # a copy: a stream may be writing out the old one
+                    self._events[previous] = {key: value for key, value
+                                              in self._events[previous].items()
+                                              if key != "weights"}
                 self._last_progress_weights = len(self._events)
             self._events.append(event)
             self.finished = bool(event.get("done"))
