@@ -1,8 +1,10 @@
 """nox sessions: the same test suite on every backend, lint, examples and benchmarks.
 
     nox                          # what the README's test command runs: tests on every
-                                 # backend (cupy skips without a CUDA device) and lint
+                                 # backend (cupy skips without a CUDA device), the app
+                                 # (its API and, in Chromium, its pages) and lint
     nox -s "tests(numpy)"        # one backend
+    nox -s app                   # the digit app: its API, and in Chromium (Playwright)
     nox -s examples              # the digit recognizer and XOR, end to end
     nox -s bench                 # nnscratch against PyTorch, results in bench/results/
 
@@ -22,7 +24,7 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "app", "lint"]
 nox.options.error_on_missing_interpreters = True
 
 # (session id, NNSCRATCH_BACKEND, NNSCRATCH_DEVICE, requirements file)
@@ -88,6 +90,19 @@ def tests(session: nox.Session, backend: str, device: str, requirements: str | N
     if device:
         env["NNSCRATCH_DEVICE"] = device
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)
+
+
+@nox.session
+def app(session: nox.Session) -> None:
+    """The digit app (nnscratch.app) on numpy: its API through FastAPI's TestClient, and
+    its pages in a real browser, Playwright driving the system's Chromium (the browser
+    tests skip, saying why, where /usr/bin/chromium is missing)."""
+    _install(session, "-r", "backends/numpy.txt")
+    # playwright 1.64 speaks the DevTools protocol of Chromium 156 (Debian's)
+    _install(session, "-e", ".[app,test]", "httpx>=0.27", "playwright==1.64.1")
+    env = {"NNSCRATCH_BACKEND": "numpy", **_data_env()}
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests/test_app.py",
+                "tests/test_app_browser.py", *session.posargs, env=env)
 
 
 @nox.session
