@@ -72,7 +72,7 @@ def mnist_dir() -> Path | None:
     candidates = [os.environ.get("NNSCRATCH_DATA"), ROOT.parent / "shared" / "data" / "mnist"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "t10k-labels-idx1-ubyte.gz").exists():
-            return Path(candidate)
+            return Path(candidate).resolve()  # absolute: child processes run elsewhere
     return None
 
 

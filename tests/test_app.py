@@ -526,7 +526,7 @@ def fake_uvicorn(monkeypatch) -> dict[str, Any]:
 def test_the_command_serves_a_saved_model_on_loopback(random_model, tmp_path, fake_uvicorn,
                                                       capsys):
     path = tmp_path / "digits.safetensors"
-    random_model.save(str(path))
+    nn.save(random_model, str(path))
     assert cli.main(["--model", str(path), "--port", "8123"]) == 0
     assert (fake_uvicorn["host"], fake_uvicorn["port"]) == ("127.0.0.1", 8123)
     out, err = capsys.readouterr()

@@ -99,7 +99,7 @@ def digits_model(mnist_path, tmp_path_factory) -> tuple[Path, nn.Sequential]:
                   loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=2e-3), epochs=2,
                   batch_size=64, seed=0)
         path = tmp_path_factory.mktemp("model") / "digits.safetensors"
-        model.save(str(path))
+        nn.save(model, str(path))
     return path, nn.load(str(path))
 
 

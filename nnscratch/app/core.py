@@ -538,7 +538,7 @@ class AppState:
                                     "start the app with --model PATH to choose where "
                                     "trained models are saved")
         try:
-            reader.model.save(str(path))
+            nn.save(reader.model, str(path))
         except (OSError, NNScratchError) as err:
             raise RequestError(500, f"could not save the model to {path.resolve()}: {err}") \
                 from err
