@@ -46,7 +46,7 @@ from .losses import (
     SoftmaxCrossEntropy,
 )
 from .metrics import accuracy, confusion_matrix
-from .model import Sequential
+from .model import Sequential, mlp
 from .optim import (
     SGD,
     Adam,
@@ -72,7 +72,7 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
     "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay",
-    "Sequential", "Callback", "History", "EarlyStopping", "ProgressBar",
+    "Sequential", "mlp", "Callback", "History", "EarlyStopping", "ProgressBar",
     "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
     "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",
     "Checkpoint", "Run", "resume", "datasets",

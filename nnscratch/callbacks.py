@@ -14,6 +14,7 @@ import time
 from typing import Any, TextIO
 
 from .backend import namespace
+from .progress import Progress
 
 
 class Callback:
@@ -112,14 +113,23 @@ class EarlyStopping(Callback):
                 param.value = value
 
 
-def _format_logs(logs: dict[str, float]) -> str:
-    return "  ".join(f"{key} {value:.4f}" for key, value in logs.items())
+_LOG_NAMES = {"loss": "train loss", "accuracy": "train accuracy",
+              "val_loss": "validation loss", "val_accuracy": "validation accuracy"}
+
+
+def format_logs(logs: dict[str, float]) -> str:
+    """``train loss 0.2345  train accuracy 0.9301  validation loss ...``: an epoch's logs
+    as a line for people."""
+    return "  ".join(f"{_LOG_NAMES.get(key, key)} {value:.4f}" for key, value in logs.items())
 
 
 class ProgressBar(Callback):
-    """A line per epoch (loss, metrics, seconds) and, with ``per_step=True``, a bar within
-    each epoch (tqdm if installed, else a plain one). The bar's loss is read from the
-    device at most every ``refresh`` seconds, so it costs no host sync per step."""
+    """A line per epoch on ``stream`` (default stdout): the epoch's metrics and seconds;
+    with ``per_step=True`` also a display within each epoch, on stderr
+    (``nnscratch.progress``: tqdm, or one line rewritten on a terminal). The step's loss
+    is read from the device at most every ``refresh`` seconds, so the display costs no
+    host sync per step. With many short epochs (XOR) about 20 lines are printed, or one
+    every ``every`` epochs."""
 
     def __init__(self, per_step: bool = True, stream: TextIO | None = None,
                  refresh: float = 0.5, every: int | None = None) -> None:
@@ -128,28 +138,14 @@ class ProgressBar(Callback):
 
     def on_train_begin(self, model: Any, info: dict[str, Any]) -> None:
         self.epochs, self.steps = info["epochs"], info["steps"]
-        stream = self.stream or sys.stdout
-        self._stream = stream
-        # Many short epochs (XOR): print about 20 lines, not thousands.
         self._every = self.every or max(1, self.epochs // 20)
-        self._bar: Any = None
-        self._tty = hasattr(stream, "isatty") and stream.isatty()
+        self._bar: Progress | None = None
 
     def on_epoch_begin(self, epoch: int) -> None:
-        self._start = time.perf_counter()
-        self._last_refresh = self._start
-        self._epoch = epoch
+        self._start = self._last_refresh = time.perf_counter()
         if self.per_step and self._shown(epoch):
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            label = f"epoch {epoch + 1}/{self.epochs}"
-            if tqdm is not None:
-                self._bar = tqdm(total=self.steps, desc=label, leave=False, file=self._stream,
-                                 unit="step", dynamic_ncols=True, mininterval=self.refresh)
-            else:
-                self._bar = _PlainBar(self.steps, label, self._stream, self._tty)
+            self._bar = Progress(self.steps, f"epoch {epoch + 1}/{self.epochs}", unit="step",
+                                 refresh=self.refresh)
 
     def on_batch_end(self, step: int, loss: Any) -> None:
         if self._bar is None:
@@ -163,38 +159,21 @@ class ProgressBar(Callback):
                                       else f"loss {value} (diverging)")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self.close()
         if self._shown(epoch):
             seconds = time.perf_counter() - self._start
             width = len(str(self.epochs))
-            print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {_format_logs(logs)}  "
-                  f"{seconds:.2f}s", file=self._stream, flush=True)
+            print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {format_logs(logs)}  "
+                  f"{seconds:.1f}s", file=self.stream or sys.stdout, flush=True)
+
+    def on_train_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the display within the epoch (also when training stops half-way)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def _shown(self, epoch: int) -> bool:
         return epoch % self._every == 0 or epoch == self.epochs - 1
-
-
-class _PlainBar:
-    """A minimal progress bar for when tqdm is not installed."""
-
-    def __init__(self, total: int, label: str, stream: TextIO, tty: bool) -> None:
-        self.total, self.label, self.stream, self.tty = total, label, stream, tty
-        self.count, self.postfix = 0, ""
-
-    def update(self, count: int) -> None:
-        self.count += count
-
-    def set_postfix_str(self, text: str) -> None:
-        self.postfix = text
-        if self.tty:
-            share = self.count / max(self.total, 1)
-            bar = "#" * int(30 * share)
-            self.stream.write(f"\r{self.label} [{bar:<30}] {self.count}/{self.total} {text}")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\r" + " " * 80 + "\r")
-            self.stream.flush()

@@ -82,6 +82,7 @@ class Checkpoint(Callback):
             raise ConfigError(f"checkpoint settings must be plain JSON data: {exc}") from exc
         self.history: dict[str, list[float]] = {}
         self.epochs_done = 0
+        self.last_saved: int | None = None  # the epochs done at this object's last write
 
     def resumed_from(self, run: Run) -> Checkpoint:
         """This callback, continuing the history of ``run``; returns itself."""
@@ -121,6 +122,7 @@ class Checkpoint(Callback):
                 io.save(self.model, self.path, optimizer=self.optimizer, metadata=metadata)
         finally:
             self.optimizer.lr = scheduled_lr
+        self.last_saved = self.epochs_done
 
 
 def resume(path: str | os.PathLike) -> Run:
@@ -138,9 +140,7 @@ def resume(path: str | os.PathLike) -> Run:
         )
     epoch = _epoch(name, metadata[EPOCH_KEY])
     history = _history(name, _json(name, HISTORY_KEY, metadata[HISTORY_KEY]), epoch)
-    settings = _json(name, SETTINGS_KEY, metadata[SETTINGS_KEY])
-    if not isinstance(settings, dict):
-        raise CheckpointError(f"{name}: the run's settings are not a JSON object: save again")
+    settings = read_settings(path)
     random_state = _json(name, RANDOM_KEY, metadata[RANDOM_KEY])
     model = io.load(path)
     optimizer = io.read_optimizer(path, model)
@@ -151,6 +151,17 @@ def resume(path: str | os.PathLike) -> Run:
     except ConfigError as exc:
         raise CheckpointError(f"{name}: {exc}; the file was edited: save again") from exc
     return Run(name, model, optimizer, epoch, history, settings)
+
+
+def read_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings saved with the run at ``path`` (an empty dict for a model saved
+    without them), without loading the run."""
+    name = os.fspath(path)
+    text = io.read_metadata(path).get(SETTINGS_KEY)
+    settings = {} if text is None else _json(name, SETTINGS_KEY, text)
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{name}: the run's settings are not a JSON object: save again")
+    return settings
 
 
 def _json(name: str, key: str, text: str) -> Any:
@@ -203,4 +214,4 @@ def _ctrl_c_deferred() -> Iterator[None]:
         previous(signal.SIGINT, pressed[0])
 
 
-__all__ = ["Checkpoint", "Run", "resume"]
+__all__ = ["Checkpoint", "Run", "read_settings", "resume"]

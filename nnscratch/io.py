@@ -85,6 +85,7 @@ import reprlib
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -94,7 +95,7 @@ from . import (
     layers,
 )
 from . import random as nn_random
-from ._files import NotARegularFileError, atomic_write, file_kind
+from ._files import NotARegularFileError, atomic_write, file_kind, refuse_non_regular
 from .backend import get_backend, to_numpy
 from .errors import CheckpointError
 from .layers import Layer, Parameter, register_layer
@@ -201,6 +202,24 @@ def save(
             handle.write(data)
     except OSError as exc:
         raise _save_error(path, exc) from exc
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise ``CheckpointError`` now if ``save(model, path)`` could not write ``path``:
+    the target exists and is not a regular file, or the folder it goes in cannot be made
+    or written. For a program that trains for an hour before it saves: check first."""
+    name = _path_name(path, "nn.save")
+    try:
+        refuse_non_regular(name)
+        folder = Path(name).absolute().parent
+        while not folder.exists():  # save makes the missing folders below an existing one
+            folder = folder.parent
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+    except OSError as exc:
+        raise _save_error(name, exc) from exc
 
 
 _NO_PERMISSION = ("you may not write there: choose a folder you can write to, or change its "
@@ -925,6 +944,7 @@ def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Op
 
 __all__ = [
     "FORMAT_VERSION",
+    "check_writable",
     "OPTIMIZER_TYPES",
     "load",
     "load_optimizer_state",

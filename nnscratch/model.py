@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+from collections.abc import Sequence
 from typing import Any
 
 from . import random
+from .activations import get_activation
 from .backend import get_backend, namespace, to_numpy
 from .callbacks import Callback, History, ProgressBar
 from .data import (
@@ -31,7 +34,7 @@ from .data import (
     train_validation_split,
 )
 from .errors import ConfigError, DivergenceError
-from .layers import Layer
+from .layers import Dense, Layer
 from .losses import Loss
 from .metrics import class_predictions, correct_count, expected_predictions
 from .optim import Optimizer, Schedule
@@ -391,6 +394,58 @@ class Sequential:
             width = 1 if loss.task == "multiclass" else self._binary_width()
             scores["accuracy"] = float(correct) / (samples * width)
         return scores
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu", init: str = "he_normal",
+        dtype: str = "float32") -> Sequential:
+    """A multilayer perceptron: ``Dense`` layers of the widths ``sizes`` (input first,
+    outputs last) with ``activation`` between them, none after the last (its outputs are
+    the logits a ``SoftmaxCrossEntropy`` expects). He-normal weights keep the
+    activations' variance through ReLU units.
+
+    The memory the network will need is estimated first (``training_bytes``): on the CPU,
+    a network larger than the machine's memory is refused with ``ConfigError`` before
+    anything is allocated.
+    """
+    sizes = [int(size) for size in sizes]
+    if len(sizes) < 2 or min(sizes) <= 0:
+        raise ConfigError(f"an MLP needs at least two positive widths, got {sizes}")
+    parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    needed = training_bytes(parameters, dtype)
+    backend = get_backend()  # the host's memory bounds a network on the CPU, not on a GPU
+    on_gpu = backend.name == "cupy" or str(backend.device).startswith("cuda")
+    available = None if on_gpu else _physical_memory()
+    too_big = ConfigError(
+        f"the network {'-'.join(map(str, sizes))} has {parameters:,} parameters and needs "
+        f"about {needed / 1e9:.1f} GB to train (weights, gradients, Adam's moments and the "
+        "initial draw)" + (f", more than this machine's {available / 1e9:.1f} GB"
+                           if available else "") + "; choose fewer or narrower layers")
+    if available is not None and needed > available:
+        raise too_big
+    layers: list[Layer] = []
+    try:
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            layers += [Dense(fan_in, fan_out, init=init, dtype=dtype),
+                       get_activation(activation)]
+        return Sequential(*layers[:-1])
+    except MemoryError as exc:
+        raise too_big from exc
+
+
+def training_bytes(parameters: int, dtype: str = "float32", optimizer_slots: int = 2) -> int:
+    """Bytes to train ``parameters`` parameters: θ, ∇θ and the optimizer's state
+    (``optimizer_slots`` arrays, 2 for Adam), plus the float64 host draw of the initial
+    weights. Activations, which grow with the batch, are not counted."""
+    itemsize = 8 if dtype == "float64" else 4
+    return parameters * (itemsize * (2 + optimizer_slots) + 8)
+
+
+def _physical_memory() -> int | None:
+    """The machine's physical memory in bytes, where the system tells it."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _hooks(callbacks: list[Callback], name: str) -> list[Any]:

@@ -209,6 +209,28 @@ def _misclassified_figure(images: Any, true_labels: Any, predicted_labels: Any,
     return figure
 
 
+def plot_training_run(folder: str | os.PathLike, history: Any, images: Any, true_labels: Any,
+                      predicted_labels: Any, class_names: Sequence[str] | None = None
+                      ) -> list[str]:
+    """The three pictures of a finished run in ``folder``: ``learning_curves.png``,
+    ``confusion_matrix.png`` (of the classes 0..C−1, C from ``class_names`` or the
+    labels) and ``misclassified.png`` (the first 36 test images read wrong). Host arrays:
+    the test images, their true and predicted labels. Returns the paths written."""
+    expected = np.asarray(true_labels).reshape(-1)
+    predicted = np.asarray(predicted_labels).reshape(-1)
+    classes = len(class_names) if class_names else int(max(expected.max(), predicted.max())) + 1
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (expected, predicted), 1)
+    paths = [os.path.join(folder, name) for name in
+             ("learning_curves.png", "confusion_matrix.png", "misclassified.png")]
+    plot_learning_curves(history, paths[0])
+    plot_confusion_matrix(matrix, paths[1], class_names=class_names)
+    wrong = np.flatnonzero(predicted != expected)[:36]
+    plot_misclassified(np.asarray(images)[wrong], expected[wrong], predicted[wrong], paths[2],
+                       class_names=class_names)
+    return paths
+
+
 def _class_name(label: Any, class_names: Sequence[str] | None) -> str:
     """``class_names[label]``, or the label itself where there are no names."""
     if class_names is None:

@@ -8,6 +8,7 @@ SIGINT to the script running as a subprocess on MNIST.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from conftest import load_mnist_example
 
 import nnscratch as nn
+from nnscratch.checkpoint import EPOCH_KEY, HISTORY_KEY, read_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "mnist.py"
@@ -56,21 +58,27 @@ def assert_same_tensors(actual: Path, expected: Path) -> None:
 
 class InterruptAt(nn.Callback):
     """Raise KeyboardInterrupt (as Ctrl-C does) when the run reaches epoch ``epoch``
-    (counted from 0 across the one-epoch fit calls), at its start or after ``step``
-    steps of it."""
+    (from 0), at its start or after ``step`` steps of it."""
 
     def __init__(self, epoch: int, step: int | None = None) -> None:
         self.epoch, self.step = epoch, step
-        self.epochs_begun = 0
+        self.current = -1
 
     def on_epoch_begin(self, epoch: int) -> None:
-        self.epochs_begun += 1
-        if self.step is None and self.epochs_begun - 1 == self.epoch:
+        self.current = epoch
+        if self.step is None and epoch == self.epoch:
             raise KeyboardInterrupt
 
     def on_batch_end(self, step: int, loss: Any) -> None:
-        if self.step is not None and self.epochs_begun - 1 == self.epoch and step == self.step:
+        if self.step is not None and self.current == self.epoch and step == self.step:
             raise KeyboardInterrupt
+
+
+def saved_run(path: Path) -> tuple[dict, int, dict]:
+    """The settings, the epochs done and the history a run's checkpoint holds."""
+    metadata = nn.io.read_metadata(path)
+    return (read_settings(path), int(metadata[EPOCH_KEY]),
+            json.loads(metadata[HISTORY_KEY]))
 
 
 DIGITS_RUN = ["--dataset", "digits", "--epochs", "3", "--hidden", "16", "--batch-size", "32",
@@ -92,8 +100,8 @@ def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(
     out, err = capsys.readouterr()
     assert out.count("epoch 1/3") == 1 and "epoch 2/3" not in out
     assert "after epoch 1 of 3" in err and f"--resume {partial}" in err
-    settings, epochs_done, history = mnist.read_checkpoint_settings(partial)
-    assert epochs_done == 1 and settings.seed == 3 and settings.hidden == (16,)
+    settings, epochs_done, history = saved_run(partial)
+    assert epochs_done == 1 and settings["seed"] == 3 and settings["hidden"] == [16]
     assert len(history["loss"]) == 1
 
     assert mnist.main(["--resume", str(partial), "--save", str(resumed), "--quiet"]) == 0
@@ -101,24 +109,49 @@ def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(
     assert "resuming" in out and "epoch 1/3" not in out
     assert "epoch 2/3" in out and "epoch 3/3" in out
     assert_same_tensors(resumed, full)
-    _, epochs_done, history = mnist.read_checkpoint_settings(resumed)
+    _, epochs_done, history = saved_run(resumed)
     assert epochs_done == 3 and len(history["val_accuracy"]) == 3
     # The same test accuracy line as the uninterrupted run, on a resumed model.
     assert out.splitlines()[-1].startswith("test accuracy: ")
 
 
-def test_interrupt_before_the_first_epoch_ends_saves_the_initial_state(
-        tmp_path, capsys, digits_available):
-    full, partial, resumed = (tmp_path / name for name in
-                              ("full.safetensors", "partial.safetensors", "resumed.safetensors"))
-    assert mnist.main([*DIGITS_RUN, "--epochs", "2", "--save", str(full)]) == 0
-    code = mnist.main([*DIGITS_RUN, "--epochs", "2", "--save", str(partial)],
-                      callbacks=[InterruptAt(0, step=2)])
-    assert code == 130
-    assert mnist.read_checkpoint_settings(partial)[1] == 0
-    assert mnist.main(["--resume", str(partial), "--save", str(resumed), "--quiet"]) == 0
+def test_without_save_the_run_lives_in_the_interrupted_file_until_it_ends(
+        tmp_path, capsys, digits_available, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = mnist.main(DIGITS_RUN, callbacks=[InterruptAt(2)])
+    assert code == 130 and saved_run(Path(mnist.INTERRUPTED))[1] == 2
+    assert not Path(mnist.DEFAULT_SAVE).exists()
+    assert mnist.main(["--resume", mnist.INTERRUPTED, "--quiet"]) == 0
+    assert saved_run(Path(mnist.DEFAULT_SAVE))[1] == 3
+    assert not Path(mnist.INTERRUPTED).exists()  # the run ended: its in-progress file went
     capsys.readouterr()
-    assert_same_tensors(resumed, full)
+
+
+def test_interrupt_before_the_first_epoch_ends_leaves_nothing_to_resume(
+        tmp_path, capsys, digits_available):
+    partial = tmp_path / "partial.safetensors"
+    code = mnist.main([*DIGITS_RUN, "--save", str(partial)], callbacks=[InterruptAt(0, step=2)])
+    assert code == 130
+    assert "before the first epoch finished: nothing to resume" in capsys.readouterr().err
+    assert not partial.exists()
+
+
+def test_an_edited_checkpoint_is_refused(tmp_path, capsys, digits_available):
+    partial = tmp_path / "partial.safetensors"
+    assert mnist.main([*DIGITS_RUN, "--save", str(partial)], callbacks=[InterruptAt(1)]) == 130
+    run = nn.resume(partial)
+    for key, value, message in (("hidden", [512, 256], "not the 64-512-256-10 of its settings"),
+                                ("epochs", -5, "settings are not valid"),
+                                ("lr", "fast", "settings are not valid"),
+                                ("dataset", "cifar", "settings are not valid")):
+        edited = tmp_path / f"edited-{key}.safetensors"
+        settings = {**run.settings, key: value}
+        nn.save(run.model, edited, optimizer=run.optimizer, metadata={
+            **nn.io.read_metadata(partial), "training.settings": json.dumps(settings)})
+        capsys.readouterr()
+        assert mnist.main(["--resume", str(edited), "--quiet"]) == 1, key
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (key, err)
 
 
 def test_resume_refuses_other_settings_but_allows_more_epochs(tmp_path, capsys,
@@ -130,14 +163,14 @@ def test_resume_refuses_other_settings_but_allows_more_epochs(tmp_path, capsys,
                        "--save", str(tmp_path / "other.safetensors")])
     assert code == 1
     err = capsys.readouterr().err
-    assert "--hidden 32 (the checkpoint has 16)" in err and "--lr 0.01" in err
+    assert "--hidden [32] (the run has [16])" in err and "--lr 0.01" in err
     assert not (tmp_path / "other.safetensors").exists()
 
     longer = tmp_path / "longer.safetensors"
     assert mnist.main(["--resume", str(partial), "--epochs", "4", "--save", str(longer),
                        "--quiet"]) == 0
     assert "epoch 4/4" in capsys.readouterr().out
-    assert mnist.read_checkpoint_settings(longer)[1] == 4
+    assert saved_run(longer)[1] == 4
 
 
 def test_resume_from_a_missing_or_foreign_file_says_so(tmp_path, capsys):
@@ -148,7 +181,7 @@ def test_resume_from_a_missing_or_foreign_file_says_so(tmp_path, capsys):
     nn.seed(0)
     nn.save(nn.Sequential(nn.Dense(4, 2)), str(foreign))  # a model, but no training run in it
     assert mnist.main(["--resume", str(foreign)]) == 1
-    assert "not one of this script's training runs" in capsys.readouterr().err
+    assert "not a checkpoint of a training run" in capsys.readouterr().err
 
 
 def test_sigint_to_the_script_saves_a_checkpoint_that_matches_the_run(tmp_path, mnist_path):
@@ -188,9 +221,9 @@ def test_sigint_to_the_script_saves_a_checkpoint_that_matches_the_run(tmp_path, 
     assert "Traceback" not in stderr
     assert "test accuracy" not in "".join(lines)
 
-    saved, epochs_done, history = mnist.read_checkpoint_settings(checkpoint)
+    saved, epochs_done, history = saved_run(checkpoint)
     assert 1 <= epochs_done < 500 and len(history["loss"]) == epochs_done
-    assert saved.limit == 2000 and saved.seed == 1
+    assert saved["limit"] == 2000 and saved["seed"] == 1
     model = nn.load(str(checkpoint))
     assert model.in_features == 784 and model.out_features == 10
 

@@ -18,7 +18,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="The digit app: draw a digit and watch a trained network read it, or "
                     "train one and watch it learn, in the browser.")
     parser.add_argument("--model", metavar="PATH", default=None,
-                        help="a model saved by examples/mnist.py --save or model.save; a "
+                        help="a model saved by examples/mnist.py --save or nn.save; a "
                         "model trained in the app is saved here (default: no model until "
                         "one is trained; saved as ./digits.safetensors if that is free)")
     parser.add_argument("--host", default="127.0.0.1",

@@ -66,6 +66,18 @@ class Dataset:
         largest = max((int(y.max()) for y in (self.y_train, self.y_test) if y.size), default=-1)
         return largest + 1
 
+    def split(self, validation: int = 5000, limit: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(x_train, y_train, x_val, y_val)``: the last ``validation`` training samples
+        (a tenth of them, if that is fewer) held out for validation, and of the others the
+        first ``limit`` (all when None). The test set stays for the final number."""
+        samples = self.x_train.shape[0]
+        held_out = min(validation, samples // 10)
+        end = samples - held_out
+        kept = end if limit is None else min(limit, end)
+        return (self.x_train[:kept], self.y_train[:kept],
+                self.x_train[end:], self.y_train[end:])
+
     def class_name(self, label: int) -> str:
         """The name of class ``label`` (the label itself, as text, when there are no names)."""
         label = int(label)

@@ -93,6 +93,7 @@ def load(
     progress: bool = True,
     fallback: str | None = None,
     report: Callable[[str], None] | None = print_to_stderr,
+    root_name: str = "root",
 ) -> Dataset:
     """Load the dataset called ``name``: ``"mnist"``, ``"fashion-mnist"``, ``"kmnist"`` or
     ``"digits"`` (see :data:`~nnscratch.datasets.registry.DATASETS`).
@@ -106,7 +107,8 @@ def load(
     ``download`` is false, with a progress display when ``progress`` is true.
     ``fallback="digits"`` returns the 8x8 digits when nothing was named and the dataset
     can be neither found in the cache nor downloaded. ``report`` receives each message
-    for the user (None: silent).
+    for the user (None: silent). ``root_name`` is what the user typed to name ``root``
+    (e.g. ``"--data"``), for the messages.
 
     Raises :class:`ConfigError` for an unknown name or fallback, :class:`DataError` for
     data that cannot be found, downloaded or read, or is not what it should be.
@@ -120,7 +122,7 @@ def load(
             raise ConfigError("the 8x8 digits ship with scikit-learn: root= does not apply")
         return digits_module.load_digits()
 
-    named, origin = _named_folder(root)
+    named, origin = _named_folder(root, root_name)
     if named is not None:
         dataset = _load_named(spec, named, origin)
     else:
@@ -162,10 +164,11 @@ def cache_dir(name: str | None = None) -> Path:
 # -- a folder the user named ---------------------------------------------------------------
 
 
-def _named_folder(root: str | os.PathLike | None) -> tuple[Path | None, str]:
+def _named_folder(root: str | os.PathLike | None, root_name: str = "root"
+                  ) -> tuple[Path | None, str]:
     """The folder named by ``root``, else by ``$NNSCRATCH_DATA``, and what named it."""
     if root is not None:
-        return Path(root).expanduser(), "root="
+        return Path(root).expanduser(), root_name
     env = os.environ.get("NNSCRATCH_DATA")
     if env:
         return Path(env).expanduser(), "NNSCRATCH_DATA"
@@ -173,15 +176,16 @@ def _named_folder(root: str | os.PathLike | None) -> tuple[Path | None, str]:
 
 
 def _named_by(origin: str) -> str:
-    return ("the NNSCRATCH_DATA environment variable" if origin == "NNSCRATCH_DATA"
-            else "the root argument")
+    return {"NNSCRATCH_DATA": "the NNSCRATCH_DATA environment variable",
+            "root": "the root argument"}.get(origin, origin)
 
 
 def _other_choices(spec: DatasetSpec, origin: str) -> str:
     if origin == "NNSCRATCH_DATA":
         return (f"point NNSCRATCH_DATA at a folder of {spec.title} files, or unset it to use "
                 "the per-user cache (and download there)")
-    return f"name a folder that holds the {spec.title} files, or pass root=None to use the " \
+    drop = "pass root=None" if origin == "root" else f"drop {origin}"
+    return f"name a folder that holds the {spec.title} files, or {drop} to use the " \
            "per-user cache (and download there)"
 
 
