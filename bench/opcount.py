@@ -124,20 +124,19 @@ def bench_model() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def fit_ops(backend: str = "torch", steps: int = 4, batch: int = BATCH,
-            optimizer: Callable[[], nn.Optimizer] = nn.Adam) -> dict[str, Any]:
-    """Array operations of ``fit`` on the benchmark network (ReLU, softmax
-    cross-entropy, ``optimizer``), per step and per epoch, counted on ``backend``."""
-    with nn.use_backend(backend):
-        model, adam, loss = bench_model(), optimizer(), nn.SoftmaxCrossEntropy()
-        device = nn.get_backend()
-        counted = {}
-        for k in (steps, 2 * steps):
-            X, y = (device.asarray(a) for a in bench_data(k * batch))
-            model.fit(X, y, loss=loss, optimizer=adam, epochs=1, batch_size=batch, seed=1)
-            with counter_for(backend)() as counts:
-                model.fit(X, y, loss=loss, optimizer=adam, epochs=1, batch_size=batch, seed=1)
-            counted[k] = counts
+def ops_per_step(backend: str, epoch: Callable[[Any, Any], Any], steps: int = 4,
+                 batch: int = BATCH) -> dict[str, Any]:
+    """Array operations of ``epoch(X, y)`` (one training epoch in batches of ``batch``,
+    on the active ``backend``), per step and per epoch, by the difference of an epoch of
+    ``2·steps`` and one of ``steps`` steps; each length is run once untimed first."""
+    device = nn.get_backend()
+    counted = {}
+    for k in (steps, 2 * steps):
+        X, y = (device.asarray(a) for a in bench_data(k * batch))
+        epoch(X, y)
+        with counter_for(backend)() as counts:
+            epoch(X, y)
+        counted[k] = counts
     per_step = collections.Counter(counted[2 * steps])
     per_step.subtract(counted[steps])
     total = sum(per_step.values())
@@ -147,6 +146,17 @@ def fit_ops(backend: str = "torch", steps: int = 4, batch: int = BATCH,
         "by_operation": {name: count / steps for name, count in per_step.most_common()
                          if count},
     }
+
+
+def fit_ops(backend: str = "torch", steps: int = 4, batch: int = BATCH,
+            optimizer: Callable[[], nn.Optimizer] = nn.Adam) -> dict[str, Any]:
+    """Array operations of ``fit`` on the benchmark network (ReLU, softmax
+    cross-entropy, ``optimizer``), per step and per epoch, counted on ``backend``."""
+    with nn.use_backend(backend):
+        model, adam, loss = bench_model(), optimizer(), nn.SoftmaxCrossEntropy()
+        return ops_per_step(backend, lambda X, y: model.fit(
+            X, y, loss=loss, optimizer=adam, epochs=1, batch_size=batch, seed=1),
+            steps, batch)
 
 
 def pytorch_ops(steps: int = 4, batch: int = BATCH, fused: bool = False,

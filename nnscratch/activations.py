@@ -95,8 +95,8 @@ class Tanh(Activation):
 class ReLU(Activation):
     """Rectified linear unit: ``f(z) = max(z, 0)``, ``f'(z) = 1 if z > 0 else 0``.
 
-    Backward keeps g where y = f(z) > 0; elsewhere y is 0, which is the gradient there,
-    so ``where(y > 0, g, y)`` needs no array of zeros.
+    Backward multiplies g by the 0/1 mask of y = f(z) > 0: the same as
+    ``where(y > 0, g, 0)`` for finite g, and several times faster on NumPy.
     """
 
     def __init__(self) -> None:
@@ -113,8 +113,9 @@ class ReLU(Activation):
         return y
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
-        y = self._cache
-        return namespace(grad_output).where(y > 0.0, grad_output, y)
+        gradient = namespace(grad_output).astype(self._cache > 0.0, grad_output.dtype)
+        gradient *= grad_output
+        return gradient
 
 
 class LeakyReLU(Activation):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,6 +245,27 @@ def to_numpy(array: Any) -> np.ndarray:
 def synchronize() -> None:
     """Wait for the active backend's device to finish its queued work."""
     get_backend().synchronize()
+
+
+# The libraries whose ``matmul`` takes ``out=`` (a fast path: see ``matmul_into``).
+MATMUL_OUT_LIBRARIES = {"numpy", "cupy", "torch"}
+
+
+def matmul_into(a: Any, b: Any, out: Any) -> None:
+    """``out[...] = a @ b``, for a product that is wanted in an existing array (a
+    gradient, in its window of ∇θ).
+
+    The standard has no ``out=``: it makes the product, then copies it in, one array
+    operation more (a kernel launch on a GPU) and a temporary the size of ``out``.
+    NumPy, CuPy and PyTorch write the product straight into ``out`` (their
+    ``matmul(..., out=)``), which this uses where the three arrays share one dtype;
+    everything else takes the standard path, which the tests hold the fast one to.
+    """
+    library = _library_of(out)
+    if library in MATMUL_OUT_LIBRARIES and a.dtype == b.dtype == out.dtype:
+        sys.modules[library].matmul(a, b, out=out)
+    else:
+        out[...] = a @ b
 
 
 _NAMESPACE_BY_TYPE: dict[type, Any] = {}

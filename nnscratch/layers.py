@@ -158,7 +158,7 @@ class Dense(Layer):
             self.bias.grad = xp.sum(grad_output, axis=0)
             weight_transposed = self.weight.value.T
         else:
-            stacked.grad = self._input.T @ grad_output  # ∂L/∂W̃ = x̃ᵀ g
+            stacked.set_grad_product(self._input.T, grad_output)  # ∂L/∂W̃ = x̃ᵀ g
             weight_transposed = self._weight_transposed
         if self.l1:
             self.weight.grad += self.l1 * xp.sign(self.weight.value)

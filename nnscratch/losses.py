@@ -274,26 +274,26 @@ class SoftmaxCrossEntropy(Loss):
         labels = _labels_or_none(outputs, targets, self)
         shifted = outputs - xp.max(outputs, axis=1, keepdims=True)
         exponentials = xp.exp(shifted)
-        sums = xp.sum(exponentials, axis=1, keepdims=True)
+        sums = xp.sum(exponentials, axis=1)
         log_sums = xp.log(sums)
         n = outputs.shape[0]
         if labels is not None:
             picked = shifted[_arange(xp, n, outputs.device), labels]  # z_{i,yᵢ} − mᵢ
-            value = xp.mean(log_sums) - xp.mean(picked)
+            value = xp.mean(log_sums - picked)
             self._targets = self._row_weights = None
         else:
             targets = _class_targets(outputs, targets, self)
             # Σ_c y_c (ln Σ e − shifted_c) for each row. Given target rows need not sum
             # to 1 (a zero row masks a sample out), so weigh each row by Σ_c y_c.
             self._row_weights = xp.sum(targets, axis=1, keepdims=True)
-            log_sums *= self._row_weights
-            value = (xp.sum(log_sums) - xp.sum(targets * shifted)) * (1.0 / n)
+            value = (xp.sum(log_sums * self._row_weights[:, 0]) - xp.sum(targets * shifted)) \
+                * (1.0 / n)
             self._targets = targets
         self._labels, self._exponentials, self._sums = labels, exponentials, sums
         return value
 
     def backward(self) -> Any:
-        probabilities = self._exponentials / self._sums
+        probabilities = self._exponentials / self._sums[:, None]
         if self._labels is None:
             return _softmax_gradient(probabilities, self._targets, self._row_weights)
         xp = namespace(probabilities)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import namespace
+from .backend import matmul_into, namespace
 from .errors import ShapeError
 
 
@@ -113,10 +113,13 @@ class ParameterVector:
         for param, (begin, end, _) in zip(self.parameters, self.spans):
             self.value[begin:end] = xp.reshape(param.value, (-1,))
         for index, param in enumerate(self.parameters):
+            gradient = param._grad  # a gradient already computed moves in with the value
             param.vector = self
             param._value = self.window(self.value, index)
             param._grad_window = self.window(self.grad, index)
             param._grad = None
+            if gradient is not None:
+                param.grad = gradient
 
     def window(self, flat: Any, index: int) -> Any:
         """Parameter ``index``'s part of the flat array ``flat``, in its own shape."""
@@ -181,6 +184,15 @@ class Span:
     def grad(self, new: Any) -> None:
         _copy_into(self._grad_window, new, "the gradient of " + ", ".join(
             repr(param.name) for param in self.members))
+        self._mark_gradients()
+
+    def set_grad_product(self, a: Any, b: Any) -> None:
+        """``grad = a @ b``, the product written straight into ∇θ where the library
+        allows (``backend.matmul_into``)."""
+        matmul_into(a, b, self._grad_window)
+        self._mark_gradients()
+
+    def _mark_gradients(self) -> None:
         for param in self.members:
             param._grad = param._grad_window
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The one-shot GPU check: everything the project owes a GPU, in one call of at most
+# 8 minutes, on a machine with an NVIDIA GPU, CuPy, NumPy, PyTorch and pytest but no
+# package registry.
+#
+#     bash bench/gpu.sh [OUT_DIR]           # on the GPU machine, from the repository root
+#     GPU_BACKEND=numpy bash bench/gpu.sh   # the dry run on a CPU: same steps, numpy
+#
+# Pure-Python wheels the project needs and such a machine may lack (array-api-compat,
+# array-api-strict) travel in the git-ignored folder .whl/ (bench/README.md says how to
+# fill it); they are installed into a private folder, nothing else is touched.
+#
+# Steps, each with its own time limit, each going on whatever the one before did:
+#   1. the test suite on the GPU backend (the files that exercise the arithmetic);
+#   2. examples/mnist.py on the GPU: accuracy, seconds per epoch;
+#   3. bench/time_to_accuracy.py: seconds of training until 98% test accuracy;
+#   4. bench/mlp.py --gpu-only: nnscratch on cupy and torch CUDA against PyTorch CUDA
+#      eager (and fused Adam): ms/step and array operations per step;
+#   5. bench/opcount.py: the operation counts, by operator.
+# Everything goes to OUT_DIR (default $OUT, else bench/results/gpu-<date>): one log per
+# step, summary.txt, and the results JSON.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+BACKEND=${GPU_BACKEND:-cupy}
+OUT_DIR=${1:-${OUT:-bench/results/gpu-$(date +%Y-%m-%d)}}
+mkdir -p "$OUT_DIR"
+SUMMARY="$OUT_DIR/summary.txt"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 NNSCRATCH_BACKEND="$BACKEND"
+START=$(date +%s)
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record the exit code
+  local name=$1 limit=$2; shift 2
+  local begun=$(date +%s)
+  say ""
+  say "== $name (limit ${limit}s)"
+  timeout --kill-after=10 "$limit" "$@" >"$OUT_DIR/$name.log" 2>&1
+  local code=$?
+  tail -n 25 "$OUT_DIR/$name.log" | tee -a "$SUMMARY"
+  say "-- $name: exit $code after $(( $(date +%s) - begun ))s"
+}
+
+: >"$SUMMARY"
+say "nnscratch GPU one-shot, $(date -u +%Y-%m-%dT%H:%M:%SZ), backend $BACKEND, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$SUMMARY"
+else
+  say "no nvidia-smi: a dry run without a GPU"
+fi
+
+# The wheels that travel with the script, into a private folder on PYTHONPATH.
+SITE=$(mktemp -d)
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
+    || say "warning: the wheels in .whl/ did not install"
+fi
+export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" - <<'EOF' 2>&1 | tee -a "$SUMMARY"
+import importlib
+for name in ("numpy", "array_api_compat", "array_api_strict", "cupy", "torch", "safetensors", "pytest"):
+    try:
+        module = importlib.import_module(name)
+        print(f"{name} {getattr(module, '__version__', '?')}")
+    except ImportError as exc:
+        print(f"{name}: missing ({exc})")
+import nnscratch as nn
+print("active backend:", nn.get_backend())
+EOF
+
+DATA=${NNSCRATCH_DATA:-}
+if [ -z "$DATA" ]; then
+  for candidate in shared/data/mnist ../shared/data/mnist; do
+    [ -f "$candidate/t10k-labels-idx1-ubyte.gz" ] && DATA=$(cd "$candidate" && pwd) && break
+  done
+fi
+[ -n "$DATA" ] && export NNSCRATCH_DATA="$DATA"
+say "MNIST: ${DATA:-not found (the MNIST steps will say so)}"
+
+TESTS="tests/test_backend.py tests/test_layers.py tests/test_activations.py tests/test_losses.py
+ tests/test_optim.py tests/test_training.py tests/test_reference_torch.py tests/test_parameters.py
+ tests/test_opcount.py tests/test_checkpoint.py tests/test_metrics.py tests/test_divergence.py
+ tests/test_errors.py tests/test_properties.py tests/test_io.py"
+# shellcheck disable=SC2086
+step tests 180 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS
+step example 90 "$PY" examples/mnist.py --save "$OUT_DIR/digits.safetensors" --quiet
+step time-to-accuracy 60 "$PY" bench/time_to_accuracy.py --backend "$BACKEND" \
+  --out "$OUT_DIR/results.json"
+if [ "$BACKEND" = cupy ]; then
+  BENCH="--backends cupy,torch:cuda --gpu-only --rounds 5 --steps 200"
+else  # the dry run: the same script, briefly, on what the CPU has
+  BENCH="--backends $BACKEND --quick"
+fi
+# shellcheck disable=SC2086
+step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-only \
+  --out "$OUT_DIR/results.json"
+step opcount 30 "$PY" bench/opcount.py
+say ""
+say "done in $(( $(date +%s) - START ))s; logs in $OUT_DIR"
+rm -rf "$SITE"
