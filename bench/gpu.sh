@@ -84,14 +84,16 @@ TESTS="tests/test_backend.py tests/test_layers.py tests/test_activations.py test
  tests/test_errors.py tests/test_properties.py tests/test_io.py"
 # shellcheck disable=SC2086
 step tests 180 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS
-step example 90 "$PY" examples/mnist.py --save "$OUT_DIR/digits.safetensors" --quiet
-step time-to-accuracy 60 "$PY" bench/time_to_accuracy.py --backend "$BACKEND" \
-  --out "$OUT_DIR/results.json"
 if [ "$BACKEND" = cupy ]; then
-  BENCH="--backends cupy,torch:cuda --gpu-only --rounds 5 --steps 200"
-else  # the dry run: the same script, briefly, on what the CPU has
-  BENCH="--backends $BACKEND --quick"
+  SHORT=""; BENCH="--backends cupy,torch:cuda --gpu-only --rounds 5 --steps 200"
+else  # the dry run: the same scripts, briefly, on what the CPU has
+  SHORT="--epochs 1 --limit 5000"; BENCH="--backends $BACKEND --quick"
 fi
+# shellcheck disable=SC2086
+step example 90 "$PY" examples/mnist.py --save "$OUT_DIR/digits.safetensors" --quiet $SHORT
+# shellcheck disable=SC2086
+step time-to-accuracy 60 "$PY" bench/time_to_accuracy.py --backend "$BACKEND" \
+  --out "$OUT_DIR/results.json" $SHORT
 # shellcheck disable=SC2086
 step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-only \
   --out "$OUT_DIR/results.json"

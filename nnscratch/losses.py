@@ -314,13 +314,13 @@ def _softmax_gradient(probabilities: Any, targets: Any, row_weights: Any) -> Any
     return gradient
 
 
-_ARANGES: dict[tuple[type, str, int], Any] = {}
+_ARANGES: dict[tuple[int, str, int], Any] = {}
 
 
 def _arange(xp: Any, n: int, device: Any) -> Any:
     """``arange(n)`` on ``device``, made once: the row and class indices of the labels'
     fast path (a few sizes per run, so the cache stays small)."""
-    key = (type(xp), str(device), n)
+    key = (id(xp), str(device), n)  # namespaces are modules: one object each
     indices = _ARANGES.get(key)
     if indices is None:
         if len(_ARANGES) > 64:

@@ -206,7 +206,7 @@ class Parameters(list):
         self.vector = vector
 
 
-_ALIASING: dict[tuple[type, str], bool] = {}
+_ALIASING: dict[tuple[int, str], bool] = {}
 
 
 def views_alias(xp: Any, dtype: Any, device: Any) -> bool:
@@ -214,7 +214,7 @@ def views_alias(xp: Any, dtype: Any, device: Any) -> bool:
     array it was cut from, both ways: a write into the array shows in the window, and an
     in-place operation on the window shows in the array. Checked once per namespace and
     device (one small host read)."""
-    key = (type(xp), str(device))
+    key = (id(xp), str(device))  # namespaces are modules: one object each
     aliasing = _ALIASING.get(key)
     if aliasing is None:
         flat = xp.zeros((6,), dtype=dtype, device=device)
