@@ -116,9 +116,9 @@ def load_data(path: str | None, download: bool) -> tuple[np.ndarray, np.ndarray,
     root = path or os.environ.get("NNSCRATCH_DATA") or (
         str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None)
     try:
-        from nnscratch.datasets import load_mnist
+        from nnscratch.datasets import load
 
-        data = load_mnist(root, download=download, progress=False)
+        data = load("mnist", root, download=download, progress=False, report=None)
     except (ImportError, NNScratchError) as exc:
         print_flush(f"note: MNIST not available ({exc}); timing on random data of the "
                     "same shape instead")

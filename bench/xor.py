@@ -46,6 +46,7 @@ from common import (
 from common import default_results_path as results_path_for
 
 import nnscratch as nn
+from nnscratch.datasets import make_xor
 from nnscratch.errors import NNScratchError
 
 SEED = 0
@@ -55,8 +56,7 @@ TARGET_SPEEDUP = 5.0
 PYTORCH = "PyTorch autograd (SGD)"
 REFERENCE = "NumPy reference"
 
-X_XOR = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=np.float32)
-Y_XOR = np.array([[0.0], [1.0], [1.0], [0.0]], dtype=np.float32)
+X_XOR, Y_XOR = make_xor()
 
 
 def build_model() -> nn.Sequential:

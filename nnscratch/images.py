@@ -261,17 +261,18 @@ def resampling_matrix(n: int, m: int) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-def classify(model: Any, image: Any) -> tuple[np.ndarray, np.ndarray]:
+def classify(model: Any, image: Any, *, white: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """What ``model`` (trained on images like MNIST's, flattened) reads in ``image``: the
-    picture as the model sees it, ``preprocess_digit(image, side)`` with side² the
-    model's inputs, and the class probabilities, the softmax of its outputs,
+    picture as the model sees it, ``preprocess_digit(image, side, white=white)`` with
+    side² the model's inputs, and the class probabilities, the softmax of its outputs,
     ``pᵢ = e^{zᵢ − m} / Σⱼ e^{zⱼ − m}``. Both are host arrays."""
     from nnscratch.backend import to_numpy
 
     side = math.isqrt(model.in_features or 0)
     if side * side != model.in_features:
         raise ShapeError(f"the model takes {model.in_features} inputs, not a square image")
-    pixels = preprocess_digit(image, side)
+    pixels = preprocess_digit(image, side, white=white)
     logits = to_numpy(model.predict(pixels[None, :]))[0].astype(np.float64)
     probabilities = np.exp(logits - logits.max())
     return pixels, probabilities / probabilities.sum()

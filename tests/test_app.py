@@ -31,13 +31,22 @@ from nnscratch.app.core import (  # noqa: E402
     DigitReader,
     TrainingRun,
     TrainSettings,
-    build_model,
-    softmax,
 )
 from nnscratch.app.server import create_app  # noqa: E402
 from nnscratch.datasets import Dataset, read_idx  # noqa: E402
 from nnscratch.errors import CheckpointError, DataError  # noqa: E402
 from nnscratch.images import preprocess_digit  # noqa: E402
+
+
+def build_model(inputs: int, hidden: tuple[int, ...], seed: int = 0) -> nn.Sequential:
+    """The app's network: Dense + ReLU per hidden width, 10 logits, He-normal weights."""
+    nn.seed(seed)
+    return nn.mlp([inputs, *hidden, 10])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float64) - logits.max())
+    return shifted / shifted.sum()
 
 
 def stroke(height: int = 120, width: int = 90) -> list[list[int]]:

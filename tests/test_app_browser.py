@@ -35,9 +35,19 @@ if not Path(CHROMIUM).is_file():
 import httpx  # noqa: E402
 
 import nnscratch as nn  # noqa: E402
-from nnscratch.app.core import build_model, softmax  # noqa: E402
 from nnscratch.datasets import read_idx  # noqa: E402
 from nnscratch.images import preprocess_digit  # noqa: E402
+
+
+def build_model(inputs: int, hidden: tuple[int, ...], seed: int = 0) -> nn.Sequential:
+    """The app's network: Dense + ReLU per hidden width, 10 logits, He-normal weights."""
+    nn.seed(seed)
+    return nn.mlp([inputs, *hidden, 10])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float64) - logits.max())
+    return shifted / shifted.sum()
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_ARGS = ["--no-sandbox", "--disable-background-networking",

@@ -35,7 +35,7 @@ import numpy as np
 import nnscratch as nn
 from nnscratch.datasets import Dataset, load_mnist
 from nnscratch.errors import CheckpointError, NNScratchError
-from nnscratch.images import preprocess_digit
+from nnscratch.images import classify
 
 CLASSES = 10
 MAX_IMAGE_SIDE = 1024  # pixels, either side of a picture sent to /api/predict
@@ -202,12 +202,6 @@ def parse_train_settings(payload: Any) -> TrainSettings:
 # -- reading digits -----------------------------------------------------------------------
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """exp(z − max z) / Σ exp(z − max z), in float64 on the host."""
-    shifted = np.exp(logits.astype(np.float64) - logits.max())
-    return shifted / shifted.sum()
-
-
 def architecture(model: nn.Sequential) -> str:
     """``784-128-10``: the widths of the inputs and of each Dense layer."""
     widths = [model.in_features] + [layer.out_features for layer in model.layers
@@ -234,10 +228,8 @@ class DigitReader:
         """``{"digit", "probabilities", "input"}`` for a picture of grey levels 0-255.
 
         Raises ``DataError`` for a blank picture."""
-        pixels = preprocess_digit(image, self.side, white=255.0)
         with self._lock:
-            logits = nn.to_numpy(self.model.predict(pixels[None, :]))[0]
-        probabilities = softmax(logits)
+            pixels, probabilities = classify(self.model, image, white=255.0)
         return {
             "digit": int(np.argmax(probabilities)),
             "probabilities": [float(p) for p in probabilities],
@@ -373,19 +365,6 @@ class _RunEvents(nn.Callback):
             self.model.stop_training = True
 
 
-def build_model(in_features: int, hidden: tuple[int, ...], seed: int = 0) -> nn.Sequential:
-    """Dense + ReLU per hidden width, then a Dense to the 10 logits; He-normal weights
-    (they keep the activations' variance through ReLU), drawn from ``seed``."""
-    nn.seed(seed)
-    layers: list[nn.Layer] = []
-    width = in_features
-    for size in hidden:
-        layers += [nn.Dense(width, size, init="he_normal"), nn.ReLU()]
-        width = size
-    layers.append(nn.Dense(width, CLASSES, init="he_normal"))
-    return nn.Sequential(*layers)
-
-
 def misclassified(model: nn.Sequential, images: np.ndarray, labels: np.ndarray,
                   shown: int = MISCLASSIFIED_SHOWN) -> tuple[float, dict[str, Any]]:
     """The test accuracy, and the first ``shown`` test images the model gets wrong (as
@@ -457,13 +436,9 @@ class Trainer:
         settings = run.settings
         run.emit("status", message="loading MNIST")
         data = self._load_data()
-        held_out = min(VALIDATION_SAMPLES, data.x_train.shape[0] // 10)
-        split = data.x_train.shape[0] - held_out
-        x_train, y_train = data.x_train[:split], data.y_train[:split]
-        if settings.limit is not None:
-            x_train, y_train = x_train[:settings.limit], y_train[:settings.limit]
-        x_val, y_val = data.x_train[split:], data.y_train[split:]
-        model = build_model(data.x_train.shape[1], settings.hidden)
+        x_train, y_train, x_val, y_val = data.split(VALIDATION_SAMPLES, settings.limit)
+        nn.seed(0)
+        model = nn.mlp([data.x_train.shape[1], *settings.hidden, CLASSES])
         run.emit("start", settings=asdict(settings), backend=str(nn.get_backend()),
                  architecture=architecture(model), parameters=model.parameter_count(),
                  train_samples=int(x_train.shape[0]), val_samples=int(x_val.shape[0]),
@@ -564,6 +539,6 @@ def load_reader(path: str | Path) -> DigitReader:
 
 __all__ = [
     "MAX_BODY_BYTES", "MAX_IMAGE_SIDE", "AppState", "DigitReader",
-    "RequestError", "TrainSettings", "Trainer", "TrainingRun", "build_model", "format_event",
+    "RequestError", "TrainSettings", "Trainer", "TrainingRun", "format_event",
     "load_reader", "no_fields", "parse_image", "parse_json", "parse_train_settings",
 ]
