@@ -34,6 +34,7 @@ from .errors import (
     NNScratchError,
     NotDifferentiableError,
     ShapeError,
+    StateError,
 )
 from .gradcheck import GradcheckResult, gradcheck
 from .io import load, save
@@ -77,5 +78,6 @@ __all__ = [
     "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",
     "Checkpoint", "Run", "resume", "datasets",
     "NNScratchError", "BackendError", "ShapeError", "ConfigError", "DataError",
-    "DivergenceError", "CheckpointError", "NotDifferentiableError", "__version__",
+    "DivergenceError", "CheckpointError", "NotDifferentiableError", "StateError",
+    "__version__",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from .backend import namespace
 from .errors import ConfigError, NotDifferentiableError
-from .layers import Layer, register_layer
+from .layers import Layer, backward_before_forward, check_number, register_layer
 
 
 class Activation(Layer):
@@ -19,6 +19,12 @@ class Activation(Layer):
 
     def __init__(self) -> None:
         self._cache: Any = None
+
+    def _cached(self) -> Any:
+        """What the last forward cached for backward; ``StateError`` before any forward."""
+        if self._cache is None:
+            raise backward_before_forward(self)
+        return self._cache
 
     def config(self) -> dict[str, Any]:
         return {}
@@ -28,9 +34,11 @@ class Identity(Activation):
     """The linear activation: ``f(z) = z``, ``f'(z) = 1``."""
 
     def forward(self, x: Any, training: bool = False) -> Any:
+        self._cache = True  # nothing to keep for backward, only that forward ran
         return x
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        self._cached()
         return grad_output
 
 
@@ -67,7 +75,7 @@ class Sigmoid(Activation):
         return y
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
-        y = self._cache
+        y = self._cached()
         return grad_output * (y * (1.0 - y))
 
 
@@ -88,7 +96,7 @@ class Tanh(Activation):
         return self._cache
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
-        y = self._cache
+        y = self._cached()
         return grad_output * (1.0 - y * y)
 
 
@@ -113,7 +121,7 @@ class ReLU(Activation):
         return y
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
-        gradient = namespace(grad_output).astype(self._cache > 0.0, grad_output.dtype)
+        gradient = namespace(grad_output).astype(self._cached() > 0.0, grad_output.dtype)
         gradient *= grad_output
         return gradient
 
@@ -123,9 +131,8 @@ class LeakyReLU(Activation):
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
-        if alpha < 0:
-            raise ConfigError(f"LeakyReLU alpha must be >= 0, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number("LeakyReLU alpha", alpha,
+                                  hint=" (the slope for z < 0, e.g. 0.01)")
 
     def forward(self, x: Any, training: bool = False) -> Any:
         xp = namespace(x)
@@ -134,7 +141,7 @@ class LeakyReLU(Activation):
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
         xp = namespace(grad_output)
-        return xp.where(self._cache, grad_output, self.alpha * grad_output)
+        return xp.where(self._cached(), grad_output, self.alpha * grad_output)
 
     def config(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
@@ -146,9 +153,8 @@ class ELU(Activation):
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
-        if alpha <= 0:
-            raise ConfigError(f"ELU alpha must be > 0, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number("ELU alpha", alpha, positive=True,
+                                  hint=" (f(z) tends to −alpha as z → −∞; e.g. 1.0)")
 
     def forward(self, x: Any, training: bool = False) -> Any:
         xp = namespace(x)
@@ -158,7 +164,7 @@ class ELU(Activation):
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
         xp = namespace(grad_output)
-        y = self._cache
+        y = self._cached()
         return xp.where(y > 0.0, grad_output, grad_output * (y + self.alpha))
 
 
@@ -174,7 +180,7 @@ class Softplus(Activation):
         return xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
-        return grad_output * sigmoid(self._cache)
+        return grad_output * sigmoid(self._cached())
 
 
 class Softmax(Activation):
@@ -195,7 +201,7 @@ class Softmax(Activation):
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
         xp = namespace(grad_output)
-        s = self._cache
+        s = self._cached()
         return s * (grad_output - xp.sum(grad_output * s, axis=-1, keepdims=True))
 
 

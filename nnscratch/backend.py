@@ -141,6 +141,8 @@ def _make_backend(name: str, device: str | None) -> Backend:
                 f"device {device!r} asked for with the torch backend, but torch sees no "
                 "CUDA device; use NNSCRATCH_DEVICE=cpu"
             )
+        if dev.type == "cuda" and dev.index is None:  # "cuda": the current device, named
+            dev = torch.device("cuda", torch.cuda.current_device())  # as its tensors name it
         return Backend(name, xp, dev, torch)
     if name == "cupy":
         cupy = _import("cupy")
@@ -223,11 +225,16 @@ def check_array(array: Any, what: str = "array") -> Any:
     Host arrays (NumPy, lists) are moved to the device; an array of the active backend
     is returned as it is; an array of another backend raises ``BackendError`` naming
     both, since silently copying between devices would hide a costly mistake.
+
+    A PyTorch tensor that requires grad is detached (a view: nothing is copied).
+    nnscratch computes its gradients by hand; through autograd-tracked data, every
+    gradient written into ∇θ, and then θ itself, would join an autograd graph that grows
+    with every step (several times slower, memory growing) and that nothing ever reads.
     """
     backend = get_backend()
     library = _library_of(array)
     if library == backend.name:
-        return array
+        return _detached(array) if library == "torch" else array
     if library in (None, "numpy"):
         return backend.asarray(np.asarray(array))
     raise BackendError(
@@ -235,6 +242,47 @@ def check_array(array: Any, what: str = "array") -> Any:
         f"Convert it first (e.g. nn.get_backend().asarray(numpy_array)), or switch "
         f"with nn.use_backend({library!r})"
     )
+
+
+def _detached(tensor: Any) -> Any:
+    """``tensor`` outside PyTorch's autograd (see ``check_array``)."""
+    return tensor.detach() if tensor.requires_grad else tensor
+
+
+def placement(array: Any) -> tuple[str | None, str]:
+    """Which library made ``array`` and the device it lives on, by the names that
+    ``use_backend`` takes: ``("torch", "cuda:1")``, ``("array_api_strict", "device1")``."""
+    return _library_of(array), _device_name(getattr(array, "device", "cpu"))
+
+
+def active_placement() -> tuple[str, str]:
+    """The active backend's library and device, named as ``placement`` names them."""
+    backend = get_backend()
+    return backend.name, _device_name(backend.device)
+
+
+def _device_name(device: Any) -> str:
+    """A device by the name ``use_backend(name, device=...)`` takes for it."""
+    text = str(device)
+    if text.startswith("array_api_strict.Device("):  # array_api_strict.Device('device1')
+        return text.split("'")[1]
+    if type(device).__module__.startswith("cupy"):  # <CUDA Device 1>
+        return f"cuda:{device.id}"
+    return text
+
+
+def describe_placement(where: tuple[str | None, str]) -> str:
+    """``("torch", "cpu")`` in words: ``torch arrays on cpu``."""
+    library, device = where
+    return f"{library} arrays on {device}"
+
+
+def use_backend_call(where: tuple[str | None, str]) -> str:
+    """The ``nn.use_backend(...)`` call that makes ``where`` the active placement."""
+    library, device = where
+    if library == "numpy":
+        return "nn.use_backend('numpy')"
+    return f"nn.use_backend({library!r}, device={device!r})"
 
 
 def to_numpy(array: Any) -> np.ndarray:

@@ -3,7 +3,9 @@
 ``prepare_features`` and ``prepare_targets`` are what ``fit``, ``evaluate`` and
 ``predict`` run on what a user passes in: they move host arrays to the device once,
 convert dtypes, and turn every bad input into an error that names the problem and
-the fix, before any arithmetic runs on it.
+the fix, before any arithmetic runs on it. PyTorch tensors that require grad are
+detached there (see ``backend.check_array``): training never builds an autograd graph.
+``forward_input`` checks and moves host data given to ``model.forward`` in the same way.
 
 The scalers follow the course notes' feature scaling, fitted on training data only
 (statistics of the test set must never leak into training):
@@ -23,7 +25,8 @@ import numpy as np
 
 from . import random
 from .backend import _library_of, check_array, get_backend, namespace
-from .errors import ConfigError, DataError, ShapeError
+from .errors import BackendError, ConfigError, DataError, ShapeError
+from .layers import check_model, parameters_placement
 
 
 def as_checked_array(array: Any, what: str) -> Any:
@@ -117,6 +120,8 @@ def prepare_targets(y: Any, samples: int, task: str, num_classes: int | None, dt
         raise DataError(
             f"{what} contains NaN or infinite values; clean or drop those samples first"
         )
+    if task == "multiclass":
+        _check_target_rows(xp, y, what)
     if task == "binary":
         low, high = float(xp.min(y)), float(xp.max(y))
         if low < 0.0 or high > 1.0:
@@ -125,6 +130,20 @@ def prepare_targets(y: Any, samples: int, task: str, num_classes: int | None, dt
                 f"but they range from {low:g} to {high:g}; map the two classes to 0 and 1"
             )
     return y
+
+
+def _check_target_rows(xp: Any, y: Any, what: str) -> None:
+    """Class target rows must be >= 0: one-hot rows, probabilities, or rows that weigh
+    their sample (a row summing to s counts its sample s times in the loss, a zero row
+    leaves it out, as the categorical losses document). A negative entry would reward
+    the network for a low probability, and the loss could fall below 0 without end."""
+    low = float(xp.min(y))
+    if low < 0.0:
+        raise DataError(
+            f"class target rows in {what} must be >= 0, but their smallest entry is "
+            f"{low:g}; give one-hot rows (np.eye(classes)[labels]), probability rows, or "
+            "integer labels (rows may weigh their sample: a zero row leaves it out)"
+        )
 
 
 def _class_labels(xp: Any, y: Any, num_classes: int | None, what: str) -> Any:
@@ -179,11 +198,38 @@ def train_validation_split(X: Any, y: Any, fraction: float,
             "validation set"
         )
     rng = random.make_generator(seed, "shuffle") if seed is not None else None
-    order = get_backend().asarray(random.permutation(samples, rng))
-    xp = namespace(X)
+    xp = namespace(X)  # the index lives with X, whatever the active backend
+    order = xp.asarray(random.permutation(samples, rng), device=X.device)
     train, validation = order[held_out:], order[:held_out]
     return (xp.take(X, train, axis=0), xp.take(y, train, axis=0),
             xp.take(X, validation, axis=0), xp.take(y, validation, axis=0))
+
+
+def forward_input(x: Any, model: Any) -> Any:
+    """``x`` made ready for ``model.forward``, when it is not an array of the type of the
+    model's θ (``forward`` checks that itself: one type comparison per step).
+
+    Host data, a nested list or a NumPy array, is checked and moved to the model's
+    backend as ``predict`` does. An array of another library than the model's parameters
+    raises ``BackendError``: the arithmetic would fail deep inside a layer, or run on
+    the wrong library. (An array of the model's own library never comes here: a PyTorch
+    tensor that requires grad, given straight to ``forward``, is the caller's to detach;
+    ``fit``, ``evaluate`` and ``predict`` detach it.)
+    """
+    where = parameters_placement(model.layers)  # None for a model without parameters
+    model_library = get_backend().name if where is None else where[0]
+    library = _library_of(x)
+    if library == model_library:  # e.g. a subclass of the library's array type
+        return x
+    if library not in (None, "numpy"):
+        raise BackendError(
+            f"x is a {library} array, but the model's parameters are {model_library} "
+            f"arrays; pass x as a {model_library} array, or as host data (a list or a "
+            "NumPy array), which forward moves over as predict does"
+        )
+    if where is not None:
+        check_model(model, "forward")  # host data goes to the active backend: the model's
+    return prepare_features(x, model.in_features, model.dtype, what="x")
 
 
 class _Scaler:

@@ -43,6 +43,11 @@ class NotDifferentiableError(NNScratchError, RuntimeError):
     """backward() was called on a layer that has no useful gradient (Step)."""
 
 
+class StateError(NNScratchError, RuntimeError):
+    """A method called out of order: ``backward`` before the ``forward`` whose cached
+    values it needs."""
+
+
 __all__ = [
     "NNScratchError",
     "BackendError",
@@ -52,4 +57,5 @@ __all__ = [
     "DivergenceError",
     "CheckpointError",
     "NotDifferentiableError",
+    "StateError",
 ]

@@ -4,19 +4,34 @@ Every layer maps a batch ``x`` of shape ``(batch, features)`` to an output, and 
 ``backward`` maps the gradient of the loss with respect to that output, ``g = ∂L/∂y``,
 to the gradient with respect to its input, ``∂L/∂x``, filling its parameters'
 gradients on the way. A layer caches in ``forward(x, training=True)`` what its
-``backward`` needs; ``backward`` must follow the ``forward`` it differentiates.
+``backward`` needs; ``backward`` must follow the ``forward`` it differentiates (before
+any forward, it raises ``StateError``).
 
 The arithmetic uses only the Array API standard, through the namespace of the arrays.
+
+Before ``fit``, ``evaluate`` and ``predict`` touch a model, ``check_model`` checks that it
+has layers and that its parameters live on the active backend (once per call, never per
+step).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 from . import random
-from .backend import get_backend, namespace
-from .errors import ConfigError, ShapeError
-from .init import get_initializer
+from .backend import (
+    active_placement,
+    describe_placement,
+    get_backend,
+    namespace,
+    placement,
+    use_backend_call,
+)
+from .errors import BackendError, ConfigError, ShapeError, StateError
+from .init import INITIALIZERS, get_initializer
 from .parameters import Parameter, Span
 
 DTYPES = ("float32", "float64")
@@ -71,16 +86,108 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
+LAYER_ORDER = ("call forward(x, training=True) first, then backward with the gradient of "
+               "its output")
+
+
+def backward_before_forward(owner: Any, order: str = LAYER_ORDER) -> StateError:
+    """The error of a ``backward`` with no ``forward`` to differentiate: the values it
+    needs (the input, the output, the mask) are cached by that forward pass."""
+    name = type(owner).__name__
+    return StateError(
+        f"{name}.backward was called before {name}.forward, whose cached values it needs: "
+        f"{order}"
+    )
+
+
+def is_real_number(value: Any) -> bool:
+    """True for ints and floats (NumPy's included); False for bools, strings, arrays."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_number(what: str, value: Any, *, positive: bool = False, hint: str = "") -> float:
+    """``value`` as a float, if it is a finite real number ``>= 0`` (``> 0`` with
+    ``positive``); otherwise ``ConfigError`` saying what is expected."""
+    if not (is_real_number(value) and math.isfinite(value)
+            and (value > 0 if positive else value >= 0)):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigError(f"{what} must be a finite number {bound}, got {value!r}{hint}")
+    return float(value)
+
+
 def _check_size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
-def _check_dtype(dtype: str) -> str:
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+def _check_dtype(dtype: Any) -> str:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of the names {DTYPES}, got {dtype!r}; pass the "
+                          "name as a string, e.g. dtype='float32'")
     return dtype
+
+
+def _check_init(init: Any) -> None:
+    if not (isinstance(init, str) or callable(init)):
+        raise ConfigError(
+            f"init must be an initializer name ({', '.join(sorted(INITIALIZERS))}) or a "
+            f"function f(fan_in, fan_out) returning the weights, got {init!r}"
+        )
+
+
+# -- a model's layers, before fit, evaluate or predict -----------------------------------
+
+
+def check_model(model: Any, action: str) -> None:
+    """What ``fit``, ``evaluate`` and ``predict`` (the ``action``) check first, once per
+    call: the model has layers, and its parameters live on the active backend, the library
+    and device that the data will be moved to.
+
+    A model computes where its parameters live. Built on NumPy and used after
+    ``nn.use_backend("torch")``, it would fail deep inside the arithmetic, or compute on
+    the old backend and silently return arrays of the new one. θ holds every parameter
+    of a model, so this looks at one array (at each parameter where no θ holds them).
+    """
+    if not model.layers:
+        raise ConfigError(
+            f"cannot {action} an empty Sequential: add layers first, e.g. "
+            "nn.Sequential(nn.Dense(4, 3)) or model.add(nn.Dense(4, 3))"
+        )
+    vector = model.parameters().vector
+    where = placement(vector.value) if vector is not None else parameters_placement(model.layers)
+    active = active_placement()
+    if where is not None and where != active:
+        library, device = active
+        raise BackendError(
+            f"this model's parameters are {describe_placement(where)}, but the active "
+            f"backend is {library} on {device} (a model computes where its parameters "
+            f"live). Switch back with {use_backend_call(where)}, or move the model to "
+            f"{library}: nn.save(model, path), then nn.load(path) with {library} active "
+            f"(or build the model again after {use_backend_call(active)})"
+        )
+
+
+def parameters_placement(layers: Sequence[Layer]) -> tuple[str | None, str] | None:
+    """The library and device (``backend.placement``) of every parameter of ``layers``,
+    None when they have no parameters; ``BackendError`` when they are not all on one
+    (layers built under two backends cannot compute together)."""
+    first = None
+    for index, layer in enumerate(layers):
+        for param in layer.parameters():
+            where = placement(param.value)
+            if first is None:
+                first = index, layer, where
+            elif where != first[2]:
+                first_index, first_layer, first_where = first
+                raise BackendError(
+                    f"the layers are on different backends: layer {first_index} "
+                    f"({first_layer!r}) holds {describe_placement(first_where)}, layer "
+                    f"{index} ({layer!r}) holds {describe_placement(where)}; build every "
+                    "layer with one backend active (nn.use_backend), or nn.save each model "
+                    "and nn.load it under the backend you want"
+                )
+    return None if first is None else first[2]
 
 
 @register_layer
@@ -115,11 +222,17 @@ class Dense(Layer):
         self.in_features = _check_size("in_features", in_features)
         self.out_features = _check_size("out_features", out_features)
         self.dtype = _check_dtype(dtype)
-        if l1 < 0 or l2 < 0:
-            raise ConfigError(f"regularization strengths must be >= 0, got l1={l1}, l2={l2}")
-        self.l1, self.l2 = float(l1), float(l2)
+        self.l1 = check_number("l1", l1, hint=" (the strength of the penalty l1·Σ|W|; 0: none)")
+        self.l2 = check_number("l2", l2, hint=" (the strength of the penalty l2·ΣW²; 0: none)")
+        _check_init(init)
         self.init = init if isinstance(init, str) else getattr(init, "__name__", "custom")
         weights = get_initializer(init)(in_features, out_features)
+        if not hasattr(weights, "shape"):
+            returned = "None" if weights is None else type(weights).__name__
+            raise ConfigError(
+                f"initializer {self.init!r} returned {returned}, not an array: it must "
+                f"return an array of shape {(in_features, out_features)}"
+            )
         if tuple(weights.shape) != (in_features, out_features):
             raise ConfigError(
                 f"initializer {self.init!r} returned shape {tuple(weights.shape)}, "
@@ -151,6 +264,8 @@ class Dense(Layer):
         return self._input @ stacked.value  # y = x̃ W̃
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        if self._input is None:
+            raise backward_before_forward(self)
         xp = namespace(grad_output)
         stacked = self._stacked()
         if stacked is None:
@@ -222,6 +337,9 @@ class Dense(Layer):
         return config
 
 
+_NO_FORWARD = object()  # Dropout's mask before its first forward pass
+
+
 @register_layer
 class Dropout(Layer):
     """Inverted dropout: in training each unit is kept with probability ``p = 1 − rate``
@@ -235,10 +353,11 @@ class Dropout(Layer):
     """
 
     def __init__(self, rate: float) -> None:
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"dropout rate must be in [0, 1), got {rate!r}")
+        if not (is_real_number(rate) and 0.0 <= rate < 1.0):
+            raise ConfigError(f"dropout rate must be in [0, 1), got {rate!r}: the fraction "
+                              "of units dropped in training, a number such as 0.5")
         self.rate = float(rate)
-        self._scaled_mask: Any = None
+        self._scaled_mask: Any = _NO_FORWARD  # None after a forward that drops nothing
 
     def forward(self, x: Any, training: bool = False) -> Any:
         if not training or self.rate == 0.0:
@@ -252,6 +371,8 @@ class Dropout(Layer):
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
         if self._scaled_mask is None:
             return grad_output
+        if self._scaled_mask is _NO_FORWARD:
+            raise backward_before_forward(self)
         return grad_output * self._scaled_mask
 
     def config(self) -> dict[str, Any]:

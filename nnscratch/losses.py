@@ -17,6 +17,7 @@ from typing import Any
 from .activations import Sigmoid, Softmax, sigmoid
 from .backend import namespace
 from .errors import ShapeError
+from .layers import backward_before_forward
 
 
 class Loss:
@@ -32,6 +33,13 @@ class Loss:
 
     def backward(self) -> Any:
         raise NotImplementedError
+
+    def _cached(self, value: Any) -> Any:
+        """``value``, cached by the last forward; ``StateError`` before any forward."""
+        if value is None:
+            raise backward_before_forward(self, "call forward(outputs, targets) first, "
+                                                "then backward()")
+        return value
 
     def fused_backward(self, last_layer: Any) -> Any:
         """``∂L/∂z`` for the input ``z`` of the network's ``last_layer``, when this loss
@@ -133,6 +141,8 @@ def _class_targets(outputs: Any, targets: Any, loss: Loss) -> Any:
 class MeanSquaredError(Loss):
     """``L = (1/N) Σ (ŷ − y)²`` over all N elements;  ``∂L/∂ŷ = (2/N)(ŷ − y)``."""
 
+    _difference: Any = None
+
     def forward(self, outputs: Any, targets: Any) -> Any:
         xp = namespace(outputs)
         targets = _same_shape_targets(outputs, targets, self)
@@ -140,7 +150,7 @@ class MeanSquaredError(Loss):
         return xp.sum(self._difference * self._difference) * (1.0 / element_count(outputs))
 
     def backward(self) -> Any:
-        difference = self._difference
+        difference = self._cached(self._difference)
         return difference * (2.0 / element_count(difference))
 
 
@@ -162,6 +172,7 @@ class BinaryCrossEntropy(Loss):
     """
 
     task = "binary"
+    _targets: Any = None
 
     def __init__(self, from_logits: bool = False) -> None:
         self.from_logits = bool(from_logits)
@@ -188,7 +199,7 @@ class BinaryCrossEntropy(Loss):
         return xp.sum(losses) * (-1.0 / element_count(losses))
 
     def backward(self) -> Any:
-        targets = self._targets
+        targets = self._cached(self._targets)
         if self.from_logits:
             return (sigmoid(self._logits) - targets) * (1.0 / element_count(targets))
         p = self._outputs
@@ -199,7 +210,8 @@ class BinaryCrossEntropy(Loss):
     def fused_backward(self, last_layer: Any) -> Any:
         if self.from_logits or type(last_layer) is not Sigmoid:
             return None
-        gradient = self._outputs - self._targets
+        targets = self._cached(self._targets)
+        gradient = self._outputs - targets
         gradient *= 1.0 / element_count(gradient)
         return gradient
 
@@ -226,6 +238,7 @@ class CategoricalCrossEntropy(Loss):
     """
 
     task = "multiclass"
+    _targets: Any = None
 
     def forward(self, outputs: Any, targets: Any) -> Any:
         xp = namespace(outputs)
@@ -237,15 +250,16 @@ class CategoricalCrossEntropy(Loss):
         return -xp.sum(targets * xp.log(p)) / outputs.shape[0]
 
     def backward(self) -> Any:
+        targets = self._cached(self._targets)
         xp = namespace(self._outputs)
         tiny = _float_limits(xp, self._outputs.dtype)[1]
         p = xp.maximum(self._outputs, tiny)
-        return self._targets / p * (-1.0 / self._targets.shape[0])
+        return targets / p * (-1.0 / targets.shape[0])
 
     def fused_backward(self, last_layer: Any) -> Any:
         if type(last_layer) is not Softmax:
             return None
-        targets = self._targets
+        targets = self._cached(self._targets)
         xp = namespace(targets)  # given target rows need not sum to 1:
         row_weights = None if self._from_labels else xp.sum(targets, axis=1, keepdims=True)
         return _softmax_gradient(self._outputs, targets, row_weights)
@@ -268,6 +282,7 @@ class SoftmaxCrossEntropy(Loss):
     """
 
     task = "multiclass"
+    _exponentials: Any = None
 
     def forward(self, outputs: Any, targets: Any) -> Any:
         xp = namespace(outputs)
@@ -293,7 +308,7 @@ class SoftmaxCrossEntropy(Loss):
         return value
 
     def backward(self) -> Any:
-        probabilities = self._exponentials / self._sums[:, None]
+        probabilities = self._cached(self._exponentials) / self._sums[:, None]
         if self._labels is None:
             return _softmax_gradient(probabilities, self._targets, self._row_weights)
         xp = namespace(probabilities)

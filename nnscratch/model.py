@@ -29,12 +29,13 @@ from .backend import get_backend, namespace, to_numpy
 from .callbacks import Callback, History, ProgressBar
 from .data import (
     check_batch_size,
+    forward_input,
     prepare_features,
     prepare_targets,
     train_validation_split,
 )
 from .errors import ConfigError, DivergenceError
-from .layers import Dense, Layer
+from .layers import Dense, Layer, check_model, parameters_placement
 from .losses import Loss
 from .metrics import class_predictions, correct_count, expected_predictions
 from .optim import Optimizer, Schedule
@@ -50,6 +51,7 @@ class Sequential:
         for layer in layers:
             if not isinstance(layer, Layer):
                 raise ConfigError(f"Sequential takes layers, got {layer!r}")
+        parameters_placement(layers)  # BackendError for layers built under two backends
         self.layers: list[Layer] = list(layers)
         self.loss: Loss | None = None
         self.stop_training = False
@@ -124,6 +126,8 @@ class Sequential:
     # -- propagation ---------------------------------------------------------------------
 
     def forward(self, x: Any, training: bool = False) -> Any:
+        if self._vector is None or type(x) is not type(self._vector.value):
+            x = forward_input(x, self)  # host data moved in, another library's refused
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -197,6 +201,7 @@ class Sequential:
         ``initial_epoch`` .. ``epochs − 1`` are trained, with the shuffles and learning
         rates those epochs have in a run from 0.
         """
+        check_model(self, "fit")  # has layers, on the active backend (BackendError)
         if not isinstance(loss, Loss):
             raise ConfigError(f"loss must be a Loss (e.g. nn.SoftmaxCrossEntropy()), got {loss!r}")
         if not isinstance(optimizer, Optimizer):
@@ -355,6 +360,7 @@ class Sequential:
     def predict(self, X: Any, batch_size: int | None = 4096) -> Any:
         """The last layer's outputs for ``X`` in evaluation mode (e.g. logits), batched;
         an array of the active backend."""
+        check_model(self, "predict")
         X = prepare_features(X, self.in_features, self.dtype)
         return self._predict(X, batch_size)
 
@@ -372,6 +378,7 @@ class Sequential:
                  _checked: bool = False) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` on (X, y) (accuracy for classification
         losses). ``loss`` defaults to the one the model was last fitted with."""
+        check_model(self, "evaluate")
         loss = loss or self.loss
         if loss is None:
             raise ConfigError("evaluate needs a loss: pass loss=... or fit the model first")

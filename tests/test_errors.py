@@ -47,6 +47,7 @@ def call(method: str, X, y=None, model: nn.Sequential | None = None, **options):
     (errors.BackendError, RuntimeError),
     (errors.DivergenceError, RuntimeError),
     (errors.NotDifferentiableError, RuntimeError),
+    (errors.StateError, RuntimeError),
 ])
 def test_each_error_is_also_the_matching_builtin(error, builtin):
     assert issubclass(error, errors.NNScratchError)
