@@ -91,13 +91,13 @@ class Backend:
 
     def is_native(self, array: Any) -> bool:
         """True if ``array`` is an array of this backend's library."""
-        return _library_of(array) == self.name
+        return library_of(array) == self.name
 
     def __str__(self) -> str:
         return f"{self.name} on {self.device}"
 
 
-def _library_of(array: Any) -> str | None:
+def library_of(array: Any) -> str | None:
     """The backend name whose library made ``array``, or None for non-arrays."""
     module = type(array).__module__.split(".")[0]
     for name, array_module in _ARRAY_MODULE.items():
@@ -232,7 +232,7 @@ def check_array(array: Any, what: str = "array") -> Any:
     with every step (several times slower, memory growing) and that nothing ever reads.
     """
     backend = get_backend()
-    library = _library_of(array)
+    library = library_of(array)
     if library == backend.name:
         return _detached(array) if library == "torch" else array
     if library in (None, "numpy"):
@@ -252,7 +252,7 @@ def _detached(tensor: Any) -> Any:
 def placement(array: Any) -> tuple[str | None, str]:
     """Which library made ``array`` and the device it lives on, by the names that
     ``use_backend`` takes: ``("torch", "cuda:1")``, ``("array_api_strict", "device1")``."""
-    return _library_of(array), _device_name(getattr(array, "device", "cpu"))
+    return library_of(array), _device_name(getattr(array, "device", "cpu"))
 
 
 def active_placement() -> tuple[str, str]:
@@ -309,7 +309,7 @@ def matmul_into(a: Any, b: Any, out: Any) -> None:
     ``matmul(..., out=)``), which this uses where the three arrays share one dtype;
     everything else takes the standard path, which the tests hold the fast one to.
     """
-    library = _library_of(out)
+    library = library_of(out)
     if library in MATMUL_OUT_LIBRARIES and a.dtype == b.dtype == out.dtype:
         sys.modules[library].matmul(a, b, out=out)
     else:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import random
-from .backend import _library_of, check_array, get_backend, namespace
+from .backend import check_array, get_backend, library_of, namespace
 from .errors import BackendError, ConfigError, DataError, ShapeError
 from .layers import check_model, parameters_placement
 
@@ -36,7 +36,7 @@ def as_checked_array(array: Any, what: str) -> Any:
     boundary, so that ragged rows and non-numeric values raise ``ShapeError`` and
     ``DataError`` on every backend instead of each library's own exception.
     """
-    if _library_of(array) in (None, "numpy"):
+    if library_of(array) in (None, "numpy"):
         try:
             host = np.asarray(array)
         except ValueError as exc:
@@ -218,7 +218,7 @@ def forward_input(x: Any, model: Any) -> Any:
     """
     where = parameters_placement(model.layers)  # None for a model without parameters
     model_library = get_backend().name if where is None else where[0]
-    library = _library_of(x)
+    library = library_of(x)
     if library == model_library:  # e.g. a subclass of the library's array type
         return x
     if library not in (None, "numpy"):
