@@ -411,3 +411,60 @@ def test_allreduce_and_broadcast_write_the_device_array_in_place(dlpack, backend
     assert array.device == backend.device
     comm.broadcast_(array)
     np.testing.assert_array_equal(nn.to_numpy(array), [7.0, 7.0, 7.0])
+
+
+# -- bench/distributed.py: the model's arithmetic --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """bench/distributed.py as a module (it imports its neighbour ``common``)."""
+    import importlib.util
+
+    folder = ROOT / "bench"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_distributed",
+                                                      folder / "distributed.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def test_the_bench_counts_the_mlps_parameters(bench):
+    for hidden, expected in (((256, 128), 235_146), ((512, 256), 535_818)):
+        assert bench.parameter_count(hidden) == expected
+        model = nn.Sequential(nn.Dense(784, hidden[0]), nn.ReLU(),
+                              nn.Dense(hidden[0], hidden[1]), nn.ReLU(), nn.Dense(hidden[1], 10))
+        assert model.parameter_count() == expected
+
+
+def test_ring_allreduce_model(bench):
+    """2 ranks at 100 Gb/s, 5 µs: 4P bytes once over the link, 2 latencies; 64 ranks:
+    126/64 of it and 126 latencies."""
+    bandwidth = 100e9 / 8
+    two = bench.ring_allreduce_seconds(235_146, 2, bandwidth, 5e-6)
+    assert two == pytest.approx(4 * 235_146 / bandwidth + 2 * 5e-6)
+    many = bench.ring_allreduce_seconds(235_146, 64, bandwidth, 5e-6)
+    assert many == pytest.approx(126 / 64 * 4 * 235_146 / bandwidth + 126 * 5e-6)
+
+
+def test_at_the_break_even_batch_n_ranks_take_one_process_time(bench):
+    per_sample, fixed, allreduce = 13e-6, 0.7e-3, 0.27e-3
+    for ranks in (2, 3, 16):
+        batch = bench.break_even_batch(per_sample, allreduce, ranks)
+        one = per_sample * batch + fixed
+        many = per_sample * batch / ranks + fixed + allreduce
+        assert many == pytest.approx(one)
+        assert per_sample * 2 * batch / ranks + fixed + allreduce < per_sample * 2 * batch + fixed
+
+
+def test_step_costs_from_two_batch_sizes(bench):
+    """c and t₀ come back from the fastest epochs of runs whose step time is c·B + t₀."""
+    runs = [{"network": "net", "ranks": 1, "threads": 1, "batch": batch, "steps": 10,
+             "epoch_seconds": [10 * (2e-5 * batch + 1e-3), 99.0]} for batch in (128, 512)]
+    runs.append({**runs[0], "ranks": 2, "epoch_seconds": [99.0]})  # not a 1-thread run
+    per_sample, fixed = bench.step_costs(runs, "net")
+    assert per_sample == pytest.approx(2e-5) and fixed == pytest.approx(1e-3)
