@@ -28,6 +28,13 @@ neither place are copied to the host and back.
 
 ``run(main)`` calls a script's ``main`` so that a failure on any rank ends every rank.
 
+Every rank runs the whole script; rank 0 alone should print and write files. ``fit`` shows
+progress (``verbose``) on rank 0 only and tells callbacks ``info["rank"]``; pass callbacks
+that write (``nn.Checkpoint``, plots) only where ``comm.rank == 0``, and those that decide
+(``EarlyStopping``) on every rank: the logs they see are the same everywhere, and if any
+rank's callback stops training, every rank stops. Resuming, every rank reads rank 0's
+checkpoint (on a cluster: a file system all nodes share).
+
 Not covered: Dropout draws its masks per rank, from the same seeded stream, so a run with
 Dropout is not the one-process run (ranks with equal shard sizes even draw equal masks).
 """
