@@ -5,6 +5,7 @@
                                  # (its API and, in Chromium, its pages) and lint
     nox -s "tests(numpy)"        # one backend
     nox -s app                   # the digit app: its API, and in Chromium (Playwright)
+    nox -s distributed           # data-parallel training as real MPI ranks (mpiexec -n 2|3)
     nox -s examples              # the digit recognizer and XOR, end to end
     nox -s bench                 # nnscratch against PyTorch, results in bench/results/
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent
-nox.options.sessions = ["tests", "app", "lint"]
+nox.options.sessions = ["tests", "app", "distributed", "lint"]
 nox.options.error_on_missing_interpreters = True
 
 # (session id, NNSCRATCH_BACKEND, NNSCRATCH_DEVICE, requirements file)
@@ -103,6 +104,18 @@ def app(session: nox.Session) -> None:
     env = {"NNSCRATCH_BACKEND": "numpy", **_data_env()}
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests/test_app.py",
                 "tests/test_app_browser.py", *session.posargs, env=env)
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """The data-parallel tests: mpi4py and the mpich wheel (its mpiexec) installed, and
+    tests/test_distributed.py starting `mpiexec -n 2` and `-n 3` runs on numpy, each
+    compared with one process."""
+    _install(session, "-r", "backends/numpy.txt")
+    _install(session, "-e", ".[test,mpi]")
+    env = {"NNSCRATCH_BACKEND": "numpy", **_data_env()}
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests/test_distributed.py",
+                *session.posargs, env=env)
 
 
 @nox.session

@@ -13,6 +13,11 @@ the course notes:
 
 ``batch_size=None`` is batch gradient descent (one step per epoch over all samples),
 ``batch_size=1`` stochastic gradient descent.
+
+Given a ``communicator`` of N > 1 processes (``nnscratch.distributed``), ``fit`` trains
+one model data-parallel: ``batch_size`` is the global batch, each rank computes the
+gradient on its share of it, and one all-reduce of ∇θ per step gives every rank the
+gradient of the whole batch, so every rank takes the step one process would take.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from . import random
+from . import distributed, random
 from .activations import get_activation
 from .backend import get_backend, namespace, to_numpy
 from .callbacks import Callback, History, ProgressBar
@@ -34,6 +39,7 @@ from .data import (
     prepare_targets,
     train_validation_split,
 )
+from .distributed import Communicator
 from .errors import ConfigError, DivergenceError
 from .layers import Dense, Layer, check_model, parameters_placement
 from .losses import Loss
@@ -189,6 +195,7 @@ class Sequential:
         schedule: Schedule | None = None,
         verbose: int = 0,
         initial_epoch: int = 0,
+        communicator: Communicator | None = None,
     ) -> History:
         """Train with mini-batch gradient descent; returns the ``History``.
 
@@ -200,6 +207,14 @@ class Sequential:
         ``initial_epoch`` resumes a run (see ``nnscratch.checkpoint``): epochs
         ``initial_epoch`` .. ``epochs − 1`` are trained, with the shuffles and learning
         rates those epochs have in a run from 0.
+
+        ``communicator`` (``nn.distributed.init()``) of N > 1 ranks: every rank calls fit
+        with the same model, data and settings (checked: else ``ConfigError``); θ starts
+        as rank 0's; ``batch_size`` is the global batch, rank r training on rows
+        ⌊r·B/N⌋ .. ⌊(r+1)·B/N⌋ − 1 of each (``ConfigError`` if a batch has fewer samples
+        than there are ranks); the epoch's loss and accuracy, and validation, are those
+        of all ranks together. Only rank 0 shows progress (``verbose``); callbacks run on
+        every rank (``info["rank"]`` tells them which), and if one asks to stop, all stop.
         """
         check_model(self, "fit")  # has layers, on the active backend (BackendError)
         if not isinstance(loss, Loss):
@@ -224,6 +239,7 @@ class Sequential:
             validation_data = self._prepare(*validation_data, loss, what="validation ")
 
         self.loss = loss
+        comm = communicator or distributed.LOCAL
         backend = get_backend()
         samples = X.shape[0]
         batch_size = check_batch_size(batch_size, samples)
@@ -234,14 +250,26 @@ class Sequential:
         penalized = self._penalized()  # any L1/L2 terms to add to the loss
         # accuracy counts samples (multiclass) or output elements (binary)
         judged = samples * (1 if loss.task == "multiclass" else self._binary_width())
+        # Each step's rows, and (distributed) this rank's positions in the epoch's order
+        # and its share n_r / B of each global batch.
+        bounds = [(start, min(start + batch_size, samples))  # the standard forbids
+                  for start in range(0, samples, batch_size)]  # slicing past the end
+        rows, shares = None, None
+        if comm.size > 1:
+            distributed.check_same_run(comm, self._run_signature(
+                X, y, batch_size, epochs, initial_epoch, shuffle, seed, optimizer,
+                validation_data))
+            rows, bounds, shares = distributed.local_batches(samples, batch_size, comm)
+            distributed.broadcast_parameters(comm, parameters)
 
         history = History()
         callbacks = [history, *callbacks]
-        if verbose:
+        if verbose and comm.rank == 0:
             callbacks.append(ProgressBar(per_step=verbose >= 2))
         info = {"epochs": epochs, "initial_epoch": initial_epoch, "steps": steps,
                 "samples": samples, "validation": validation_data is not None,
-                "optimizer": optimizer, "loss": loss, "schedule": schedule}
+                "optimizer": optimizer, "loss": loss, "schedule": schedule,
+                "rank": comm.rank, "size": comm.size}
         self.stop_training = False
         for callback in callbacks:
             callback.on_train_begin(self, info)
@@ -260,19 +288,27 @@ class Sequential:
                     optimizer.lr = schedule(base_lr, epoch)
                 for hook in epoch_begin_hooks:
                     hook(epoch)
-                order = None
-                if shuffled:
-                    order = backend.asarray(random.permutation(samples, rng))
+                order = random.permutation(samples, rng) if shuffled else None
+                if rows is not None:  # this rank's rows of the epoch's global batches
+                    order = rows if order is None else order[rows]
+                if order is not None:
+                    order = backend.asarray(order)
                 step_losses, correct = self._train_epoch(
-                    X, y, order, batch_size, loss, optimizer, parameters, penalized,
-                    batch_end_hooks)
-                logs = self._epoch_logs(backend.xp, step_losses, correct, samples, batch_size,
-                                        judged, epoch, optimizer.lr)
+                    X, y, order, bounds, loss, optimizer, parameters, penalized,
+                    batch_end_hooks, comm, shares)
+                losses, correct = _to_host(backend.xp, step_losses, correct)
+                if comm.size > 1:
+                    losses, correct = distributed.sum_epoch(comm, losses, shares, correct)
+                logs = self._epoch_logs(losses, correct, samples, batch_size, judged, epoch,
+                                        optimizer.lr)
                 if validation_data is not None:
-                    scores = self.evaluate(*validation_data, loss=loss, _checked=True)
+                    scores = self.evaluate(*validation_data, loss=loss, _checked=True,
+                                           communicator=comm)
                     logs.update({f"val_{key}": value for key, value in scores.items()})
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
+                if comm.size > 1:  # a callback on one rank asking to stop stops them all
+                    self.stop_training = comm.allreduce_scalars([self.stop_training])[0] > 0
                 if self.stop_training:
                     break
         finally:
@@ -282,15 +318,19 @@ class Sequential:
             callback.on_train_end()
         return history
 
-    def _train_epoch(self, X: Any, y: Any, order: Any, batch_size: int, loss: Loss,
-                     optimizer: Optimizer, parameters: Parameters, penalized: bool,
-                     batch_end_hooks: list[Any]) -> tuple[list[Any], Any]:
-        """One pass over the data: a gradient step per batch. Returns the steps' losses
-        and the number of correct predictions (None for regression), on the device.
+    def _train_epoch(self, X: Any, y: Any, order: Any, bounds: list[tuple[int, int]],
+                     loss: Loss, optimizer: Optimizer, parameters: Parameters,
+                     penalized: bool, batch_end_hooks: list[Any], comm: Communicator,
+                     shares: list[float] | None) -> tuple[list[Any], Any]:
+        """One pass over the data: a gradient step per batch, rows ``bounds[step]`` of
+        the epoch's order. Returns the steps' losses and the number of correct
+        predictions (None for regression), on the device.
 
         The epoch's shuffle is applied to the whole set at once, so that every step
         takes a contiguous slice: one gather per epoch rather than two per step. The
         steps' outputs are kept, and judged against the targets once, at the end.
+        On N > 1 ranks, ``order`` holds this rank's rows only, and ∇θ is summed over
+        the ranks, weighted by ``shares``, before each step.
         """
         xp = namespace(X)
         if order is not None:
@@ -298,8 +338,7 @@ class Sequential:
         samples = X.shape[0]
         judging = loss.task != "regression"
         step_losses, step_outputs = [], []
-        for step, start in enumerate(range(0, samples, batch_size)):
-            stop = min(start + batch_size, samples)  # the standard forbids overshooting
+        for step, (start, stop) in enumerate(bounds):
             xb, yb = (X, y) if stop - start == samples else (X[start:stop, ...],
                                                               y[start:stop, ...])
             outputs = self.forward(xb, training=True)
@@ -307,6 +346,8 @@ class Sequential:
             if penalized:
                 value = value + self.regularization_loss()
             self.backward_loss(loss, need_input_grad=False)
+            if comm.size > 1:
+                distributed.sum_gradients(comm, parameters, shares[step])
             optimizer.step(parameters)
             step_losses.append(value)
             if judging:
@@ -323,15 +364,13 @@ class Sequential:
         return step_losses, xp.count_nonzero(predicted == expected)
 
     @staticmethod
-    def _epoch_logs(xp: Any, step_losses: list[Any], correct: Any, samples: int,
+    def _epoch_logs(losses: list[float], correct: float | None, samples: int,
                     batch_size: int, judged: int, epoch: int, lr: float) -> dict[str, float]:
-        """The epoch's mean loss (and accuracy: ``correct`` of ``judged`` predictions),
-        read from the device in one transfer."""
-        if len(step_losses) == 1:  # batch gradient descent: one value, one host read
-            losses = [float(step_losses[0])]
+        """The epoch's mean loss (and accuracy: ``correct`` of ``judged`` predictions)
+        from the steps' losses."""
+        if len(losses) == 1:  # batch gradient descent
             mean_loss = losses[0]
         else:
-            losses = to_numpy(xp.stack(step_losses)).tolist()
             # each step's loss is its batch's mean; the last batch may be short
             last = samples - batch_size * (len(losses) - 1)
             mean_loss = (sum(losses[:-1]) * batch_size + losses[-1] * last) / samples
@@ -344,7 +383,25 @@ class Sequential:
             )
         if correct is None:
             return {"loss": mean_loss}
-        return {"loss": mean_loss, "accuracy": float(correct) / judged}
+        return {"loss": mean_loss, "accuracy": correct / judged}
+
+    def _run_signature(self, X: Any, y: Any, batch_size: int, epochs: int,
+                       initial_epoch: int, shuffle: bool, seed: int | None,
+                       optimizer: Optimizer, validation_data: Any) -> dict[str, Any]:
+        """What every rank of a distributed fit must share: the same model, data and
+        settings, else the ranks would train different runs or wait for each other."""
+        xp = namespace(X)
+        return {
+            "model": self.config(), "dtype": self.dtype,
+            "data": (tuple(X.shape), tuple(y.shape),
+                     float(xp.sum(X)), float(xp.sum(xp.astype(y, X.dtype)))),
+            "validation": None if validation_data is None else tuple(
+                validation_data[0].shape),
+            "batches": (batch_size, epochs, initial_epoch, shuffle),
+            "shuffle seed": seed if seed is not None or not shuffle
+            else random.generator("shuffle").bit_generator.state,
+            "optimizer": (type(optimizer).__name__, optimizer.config(), optimizer.t),
+        }
 
     def _binary_width(self) -> int:
         return self.out_features or 1
@@ -375,10 +432,17 @@ class Sequential:
         return xp.concat(parts, axis=0)
 
     def evaluate(self, X: Any, y: Any, loss: Loss | None = None, batch_size: int | None = 4096,
-                 _checked: bool = False) -> dict[str, float]:
+                 _checked: bool = False,
+                 communicator: Communicator | None = None) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` on (X, y) (accuracy for classification
-        losses). ``loss`` defaults to the one the model was last fitted with."""
+        losses). ``loss`` defaults to the one the model was last fitted with.
+
+        With a ``communicator`` of N ranks, each holding the same (X, y), rank r
+        evaluates rows ⌊r·S/N⌋ .. ⌊(r+1)·S/N⌋ − 1 and the sums of losses and correct
+        predictions are added up over the ranks: every rank gets the scores of all S.
+        """
         check_model(self, "evaluate")
+        comm = communicator or distributed.LOCAL
         loss = loss or self.loss
         if loss is None:
             raise ConfigError("evaluate needs a loss: pass loss=... or fit the model first")
@@ -386,9 +450,10 @@ class Sequential:
             X, y = self._prepare(X, y, loss)
         samples = X.shape[0]
         batch_size = check_batch_size(batch_size, samples)
+        first, last = distributed.shard(0, samples, comm.rank, comm.size)  # this rank's
         total, correct = None, None
-        for start in range(0, samples, batch_size):
-            stop = min(start + batch_size, samples)
+        for start in range(first, last, batch_size):
+            stop = min(start + batch_size, last)
             xb, yb = X[start:stop, ...], y[start:stop, ...]
             outputs = self.forward(xb, training=False)
             weighted = loss.forward(outputs, yb) * xb.shape[0]
@@ -396,10 +461,16 @@ class Sequential:
             if loss.task != "regression":
                 count = correct_count(outputs, yb, loss.task, loss.threshold)
                 correct = count if correct is None else correct + count
-        scores = {"loss": float(total) / samples + float(self.regularization_loss())}
+        total = 0.0 if total is None else float(total)  # None: no rows on this rank
+        judging = loss.task != "regression"
+        correct = (0.0 if correct is None else float(correct)) if judging else None
+        if comm.size > 1:
+            sums = comm.allreduce_scalars([total] + ([correct] if judging else []))
+            total, correct = sums[0], (sums[1] if judging else None)
+        scores = {"loss": total / samples + float(self.regularization_loss())}
         if correct is not None:
             width = 1 if loss.task == "multiclass" else self._binary_width()
-            scores["accuracy"] = float(correct) / (samples * width)
+            scores["accuracy"] = correct / (samples * width)
         return scores
 
 
@@ -453,6 +524,17 @@ def _physical_memory() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _to_host(xp: Any, step_losses: list[Any], correct: Any) -> tuple[list[float],
+                                                                      float | None]:
+    """The steps' losses and the correct count, read from the device (one transfer for
+    the losses)."""
+    if len(step_losses) == 1:  # batch gradient descent: one value, one host read
+        losses = [float(step_losses[0])]
+    else:
+        losses = to_numpy(xp.stack(step_losses)).tolist()
+    return losses, None if correct is None else float(correct)
 
 
 def _hooks(callbacks: list[Callback], name: str) -> list[Any]:
