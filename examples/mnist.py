@@ -4,14 +4,13 @@
     python examples/mnist.py --dataset fashion-mnist     # clothes instead of digits
     python examples/mnist.py --predict my_digit.png      # read your own digit
     python examples/mnist.py --resume mnist-interrupted.safetensors    # after a Ctrl-C
+    mpiexec -n 2 python examples/mnist.py      # two processes, one model, data-parallel
 
-784-512-256-10 with ReLU units, Adam (lr 1e-3, batches of 128), 10 epochs while the
-learning rate follows a cosine down to 0; the last 5,000 training images validate, the
-test set is used once, at the end. ``--data DIR`` (or ``$NNSCRATCH_DATA``) is used as it
-is or the run stops; otherwise the per-user cache, downloaded into when empty (where that
-fails, loudly, the 8x8 scikit-learn digits). The run is saved at every epoch's end
-(``nn.Checkpoint``): Ctrl-C keeps every finished epoch, and ``--resume`` ends with
-exactly the weights of an uninterrupted run.
+784-512-256-10, ReLU, Adam (lr 1e-3 along a cosine to 0, batches of 128), 10 epochs; the
+last 5,000 training images validate. ``--data DIR`` (or ``$NNSCRATCH_DATA``) is used as
+it is or the run stops; else the per-user cache, downloaded into (failing that, loudly,
+the 8x8 digits). The run is saved at every epoch's end: Ctrl-C keeps every finished
+epoch, and ``--resume`` ends with exactly the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -136,19 +135,19 @@ def resolve_settings(args, saved=None):
 
 def check_replacing(path, dataset, inputs):
     """Say so before a model of another dataset or input width is replaced."""
-    if not path.is_file():
-        return
     try:
         saved = (read_settings(path).get("dataset", "?"), nn.load(path).in_features)
     except NNScratchError:
         saved = ("an unreadable file", "?")
-    if saved != (dataset, inputs):
+    if path.is_file() and saved != (dataset, inputs):
         print(f"note: {path} holds a model of {saved[0]} ({saved[1]} inputs); this run "
               f"replaces it with one of {dataset} ({inputs} inputs)")
 
 
 def run(args, callbacks=()):
-    """Train (or resume), save, plot, and print the test accuracy last."""
+    """Train (or resume), save, plot, and print the test accuracy last. Under MPI,
+    --batch-size is the global batch, and rank 0 alone prints and writes."""
+    comm = nn.distributed.init()  # rank 0 of 1 without MPI
     resumed = nn.resume(args.resume) if args.resume else None
     settings = resolve_settings(args, resumed and resumed.settings)
     dataset = datasets.load(settings["dataset"], args.data, download=not args.no_download,
@@ -169,6 +168,7 @@ def run(args, callbacks=()):
         nn.seed(settings["seed"])
         model, optimizer, start = nn.mlp(sizes), nn.Adam(lr=settings["lr"]), 0
     saving = dataset.fallback_reason is None  # a stand-in dataset's model is never saved
+    writing = saving and comm.rank == 0
     final = Path(args.save or DEFAULT_SAVE)
     checkpoint = nn.Checkpoint(args.save or INTERRUPTED, settings=settings)
     plots = [Path(args.plots) / "learning_curves.png"] if args.plots else []
@@ -184,33 +184,33 @@ def run(args, callbacks=()):
     if resumed:
         print(f"resuming {args.resume} after epoch {start}")
         checkpoint.resumed_from(resumed)
-    progress = nn.ProgressBar(per_step=not args.quiet and sys.stderr.isatty())
+    progress = nn.ProgressBar(per_step=not args.quiet and sys.stderr.isatty() and not comm.rank)
     try:
         history = model.fit(
             x_train, y_train, loss=nn.SoftmaxCrossEntropy(), optimizer=optimizer,
             epochs=settings["epochs"], batch_size=settings["batch_size"],
             seed=settings["seed"], validation_data=(x_val, y_val), initial_epoch=start,
-            schedule=nn.CosineDecay(settings["epochs"]),
-            callbacks=[checkpoint, *callbacks, progress] if saving else [*callbacks, progress])
+            schedule=nn.CosineDecay(settings["epochs"]), communicator=comm,
+            callbacks=[checkpoint, *callbacks, progress] if writing else [*callbacks, progress])
     except KeyboardInterrupt:
         progress.close()
         return interrupted(checkpoint, settings, resumed)
-    if saving:
+    if writing:
         checkpoint.path = str(final)
         checkpoint.save()
         if args.save is None and Path(INTERRUPTED).is_file():
             os.unlink(INTERRUPTED)  # the run is complete: its in-progress file is done with
         print(f"saved the model to {final} (read your own digit: python examples/mnist.py "
               f"--predict IMAGE --save {final})")
-    else:
+    elif not saving:
         print(f"the model is not saved: it learnt {dataset.name}, not {settings['dataset']}")
-    predicted = backend.xp.argmax(model.predict(x_test), axis=1)
-    accuracy = int(backend.xp.count_nonzero(predicted == y_test)) / x_test.shape[0]
-    if args.plots:
+    accuracy = model.evaluate(x_test, y_test, communicator=comm)["accuracy"]
+    if args.plots and comm.rank == 0:
         from nnscratch.plots import plot_training_run
 
+        predicted = nn.to_numpy(backend.xp.argmax(model.predict(x_test), axis=1))
         written = plot_training_run(args.plots, checkpoint.history if saving else history,
-                                    dataset.x_test, dataset.y_test, nn.to_numpy(predicted),
+                                    dataset.x_test, dataset.y_test, predicted,
                                     dataset.class_names)
         print("plots: " + ", ".join(written))
     print(f"test accuracy: {accuracy:.4f}", flush=True)
@@ -261,12 +261,13 @@ def predict(args):
 def main(argv=None, callbacks=()):
     """The command line; returns the exit code. ``callbacks`` go to ``fit`` (the tests
     interrupt a run with one)."""
-    args = parse_args(argv)
-    handler = None
-    if threading.current_thread() is threading.main_thread():  # Ctrl-C must interrupt,
-        handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if ignored
+    args, handler = parse_args(argv), None
     try:
         select_backend(args)
+        if nn.distributed.init().rank:  # after the backend (one GPU per MPI rank)
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 alone prints
+        elif threading.current_thread() is threading.main_thread():  # Ctrl-C interrupts,
+            handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # always
         return predict(args) if args.predict else run(args, callbacks)
     except NNScratchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -280,4 +281,4 @@ def main(argv=None, callbacks=()):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nn.distributed.run(main))  # a failure on one MPI rank ends them all

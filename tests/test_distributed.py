@@ -468,3 +468,30 @@ def test_step_costs_from_two_batch_sizes(bench):
     runs.append({**runs[0], "ranks": 2, "epoch_seconds": [99.0]})  # not a 1-thread run
     per_sample, fixed = bench.step_costs(runs, "net")
     assert per_sample == pytest.approx(2e-5) and fixed == pytest.approx(1e-3)
+
+
+# -- the digit recognizer, data-parallel, with no extra flag -----------------------------
+
+
+EXAMPLE = ROOT / "examples" / "mnist.py"
+
+
+@needs_mpi
+def test_the_example_trains_one_model_on_two_ranks_as_one_process_does(tmp_path, mnist_path):
+    """`mpiexec -n 2 python examples/mnist.py ... --save A` and the same flags in one
+    process (`--save B`): one `test accuracy` line, a model written by rank 0 only, and
+    the same weights up to float32 summation order."""
+    flags = ["--data", mnist_path, "--epochs", "2", "--limit", "4000", "--hidden", "64",
+             "--quiet"]
+    two = launch(2, *flags, "--save", tmp_path / "A.safetensors", program=EXAMPLE)
+    one = launch(None, *flags, "--save", tmp_path / "B.safetensors", program=EXAMPLE)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
+    lines = [line for line in two.stdout.splitlines() if line.startswith("test accuracy")]
+    assert len(lines) == 1 and lines == [one.stdout.splitlines()[-1]], two.stdout
+    assert two.stdout.count("saved the model to") == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["A.safetensors",
+                                                                "B.safetensors"]
+    a, b = nn.load(tmp_path / "A.safetensors"), nn.load(tmp_path / "B.safetensors")
+    for left, right in zip(a.parameters(), b.parameters()):
+        left, right = nn.to_numpy(left.value), nn.to_numpy(right.value)
+        assert np.linalg.norm(left - right) <= 1e-4 * np.linalg.norm(right)
