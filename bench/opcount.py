@@ -124,7 +124,7 @@ def bench_model() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def ops_per_step(backend: str, epoch: Callable[[Any, Any], Any], steps: int = 4,
+def ops_per_step(backend: str, epoch: Callable[[Any, Any], Any], steps: int = 20,
                  batch: int = BATCH) -> dict[str, Any]:
     """Array operations of ``epoch(X, y)`` (one training epoch in batches of ``batch``,
     on the active ``backend``), per step and per epoch, by the difference of an epoch of
@@ -148,7 +148,7 @@ def ops_per_step(backend: str, epoch: Callable[[Any, Any], Any], steps: int = 4,
     }
 
 
-def fit_ops(backend: str = "torch", steps: int = 4, batch: int = BATCH,
+def fit_ops(backend: str = "torch", steps: int = 20, batch: int = BATCH,
             optimizer: Callable[[], nn.Optimizer] = nn.Adam) -> dict[str, Any]:
     """Array operations of ``fit`` on the benchmark network (ReLU, softmax
     cross-entropy, ``optimizer``), per step and per epoch, counted on ``backend``."""

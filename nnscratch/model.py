@@ -326,21 +326,27 @@ class Sequential:
         the epoch's order. Returns the steps' losses and the number of correct
         predictions (None for regression), on the device.
 
-        The epoch's shuffle is applied to the whole set at once, so that every step
-        takes a contiguous slice: one gather per epoch rather than two per step. The
-        steps' outputs are kept, and judged against the targets once, at the end.
-        On N > 1 ranks, ``order`` holds this rank's rows only, and ∇θ is summed over
-        the ranks, weighted by ``shares``, before each step.
+        The epoch's shuffle is applied to a run of steps at once (``GATHER_BYTES`` of X),
+        so that every step takes a contiguous slice: one gather per run of steps rather
+        than two per step. The steps' outputs are kept, and judged against the targets
+        once, at the end. On N > 1 ranks, ``order`` holds this rank's rows only, and ∇θ
+        is summed over the ranks, weighted by ``shares``, before each step.
         """
         xp = namespace(X)
+        gathered, first = X, 0  # the rows of X the current steps slice, from row `first`
         if order is not None:
-            X, y = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
+            y = xp.take(y, order, axis=0)
+            row_bytes = math.prod(X.shape[1:]) * _itemsize(X)
+            runs = _runs_of_steps(bounds, max(1, GATHER_BYTES // row_bytes))
         samples = X.shape[0]
         judging = loss.task != "regression"
         step_losses, step_outputs = [], []
         for step, (start, stop) in enumerate(bounds):
-            xb, yb = (X, y) if stop - start == samples else (X[start:stop, ...],
-                                                              y[start:stop, ...])
+            if order is not None and step in runs:  # the next run of steps: gather it
+                first, last = runs[step]
+                gathered = xp.take(X, order[first:last], axis=0)
+            xb, yb = (X, y) if stop - start == samples else (
+                gathered[start - first:stop - first, ...], y[start:stop, ...])
             outputs = self.forward(xb, training=True)
             value = loss.forward(outputs, yb)
             if penalized:
@@ -535,6 +541,33 @@ def _to_host(xp: Any, step_losses: list[Any], correct: Any) -> tuple[list[float]
     else:
         losses = to_numpy(xp.stack(step_losses)).tolist()
     return losses, None if correct is None else float(correct)
+
+
+# The rows of X one gather of the epoch's shuffle takes, in bytes: enough steps that the
+# gather's cost per step vanishes, few enough to be reused memory (an allocation above
+# glibc's 32 MiB mmap ceiling is fresh pages, and faulting those in cost ~5% of a step).
+GATHER_BYTES = 8 << 20
+
+
+def _runs_of_steps(bounds: list[tuple[int, int]], rows: int) -> dict[int, tuple[int, int]]:
+    """``{first step of a run: (first row, end row)}``: consecutive steps grouped so that
+    each group spans at most ``rows`` rows (at least one step)."""
+    runs: dict[int, tuple[int, int]] = {}
+    first_step = 0
+    for step, (_, stop) in enumerate(bounds):
+        start = bounds[first_step][0]
+        if stop - start > rows and step > first_step:
+            runs[first_step] = (start, bounds[step - 1][1])
+            first_step = step
+    runs[first_step] = (bounds[first_step][0], bounds[-1][1])
+    return runs
+
+
+def _itemsize(array: Any) -> int:
+    """Bytes per element of ``array`` (``finfo``/``iinfo`` give the bits)."""
+    xp = namespace(array)
+    kind = xp.finfo if xp.isdtype(array.dtype, "real floating") else xp.iinfo
+    return kind(array.dtype).bits // 8
 
 
 def _hooks(callbacks: list[Callback], name: str) -> list[Any]:
