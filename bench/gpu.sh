@@ -16,7 +16,8 @@
 #   3. bench/time_to_accuracy.py: seconds of training until 98% test accuracy;
 #   4. bench/mlp.py --gpu-only: nnscratch on cupy and torch CUDA against PyTorch CUDA
 #      eager (and fused Adam): ms/step and array operations per step;
-#   5. bench/opcount.py: the operation counts, by operator.
+#   5. bench/opcount.py: the operation counts, by operator;
+#   6. bench/nccl_check.py: nnscratch.distributed's NCCL path, one GPU as one rank.
 # Everything goes to OUT_DIR (default $OUT, else bench/results/gpu-<date>): one log per
 # step, summary.txt, and the results JSON.
 set -uo pipefail
@@ -98,6 +99,7 @@ step time-to-accuracy 60 "$PY" bench/time_to_accuracy.py --backend "$BACKEND" \
 step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-only \
   --out "$OUT_DIR/results.json"
 step opcount 30 "$PY" bench/opcount.py
+step nccl 30 "$PY" bench/nccl_check.py
 say ""
 say "done in $(( $(date +%s) - START ))s; logs in $OUT_DIR"
 rm -rf "$SITE"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 import nnscratch as nn
@@ -93,3 +94,15 @@ def load_mnist_example() -> ModuleType:
         sys.modules[name] = module  # dataclasses look their module up while being built
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def app_model(inputs: int, hidden: tuple[int, ...], seed: int = 0) -> nn.Sequential:
+    """The digit app's network: Dense + ReLU per hidden width, 10 logits, He-normal."""
+    nn.seed(seed)
+    return nn.mlp([inputs, *hidden, 10])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of a row of logits, in float64 on the host (the tests' own)."""
+    shifted = np.exp(np.asarray(logits, dtype=np.float64) - np.max(logits))
+    return shifted / shifted.sum()

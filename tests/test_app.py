@@ -23,6 +23,9 @@ with warnings.catch_warnings():  # starlette would rather have httpx2; httpx wor
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
+from conftest import app_model as build_model  # noqa: E402
+from conftest import softmax  # noqa: E402
+
 import nnscratch as nn  # noqa: E402
 from nnscratch.app import __main__ as cli  # noqa: E402
 from nnscratch.app.core import (  # noqa: E402
@@ -36,17 +39,6 @@ from nnscratch.app.server import create_app  # noqa: E402
 from nnscratch.datasets import Dataset, read_idx  # noqa: E402
 from nnscratch.errors import CheckpointError, DataError  # noqa: E402
 from nnscratch.images import preprocess_digit  # noqa: E402
-
-
-def build_model(inputs: int, hidden: tuple[int, ...], seed: int = 0) -> nn.Sequential:
-    """The app's network: Dense + ReLU per hidden width, 10 logits, He-normal weights."""
-    nn.seed(seed)
-    return nn.mlp([inputs, *hidden, 10])
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits.astype(np.float64) - logits.max())
-    return shifted / shifted.sum()
 
 
 def stroke(height: int = 120, width: int = 90) -> list[list[int]]:

@@ -33,21 +33,12 @@ if not Path(CHROMIUM).is_file():
                 "NNSCRATCH_CHROMIUM at one", allow_module_level=True)
 
 import httpx  # noqa: E402
+from conftest import app_model as build_model  # noqa: E402
+from conftest import softmax  # noqa: E402
 
 import nnscratch as nn  # noqa: E402
 from nnscratch.datasets import read_idx  # noqa: E402
 from nnscratch.images import preprocess_digit  # noqa: E402
-
-
-def build_model(inputs: int, hidden: tuple[int, ...], seed: int = 0) -> nn.Sequential:
-    """The app's network: Dense + ReLU per hidden width, 10 logits, He-normal weights."""
-    nn.seed(seed)
-    return nn.mlp([inputs, *hidden, 10])
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits.astype(np.float64) - logits.max())
-    return shifted / shifted.sum()
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_ARGS = ["--no-sandbox", "--disable-background-networking",
