@@ -9,6 +9,8 @@ import contextlib
 import io
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -288,13 +290,51 @@ def test_replacing_a_model_of_another_dataset_says_so(tmp_path):
     assert code == 0 and "note:" not in out
 
 
+LIMITED_CHILD = """
+import resource, runpy, sys
+root, script, arguments = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.path.insert(0, root)
+import nnscratch  # imported before the limit, as the script would import it
+for line in open("/proc/self/status"):
+    if line.startswith("VmSize:"):  # the address space it holds after its imports
+        limit = int(line.split()[1]) * 1024 + (2 << 30)  # and 2 GiB more
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+sys.argv = [script, *arguments]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def run_limited(*argv: str) -> subprocess.CompletedProcess:
+    """examples/mnist.py in a child process limited to 2 GiB more address space than
+    its imports take, so that a regression that allocates what it was told fails this
+    test instead of taking the test runner down."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("the memory limit needs /proc/self/status (Linux)")
+    script = Path(mnist.__file__)
+    return subprocess.run([sys.executable, "-c", LIMITED_CHILD, str(script.parents[1]),
+                           str(script), *argv], capture_output=True, text=True, timeout=120)
+
+
 def test_a_network_too_large_for_the_machine_is_refused_with_its_size(tmp_path):
     pytest.importorskip("sklearn", reason="the 8x8 digits need scikit-learn")
-    code, out, err = run_main("--dataset", "digits", "--hidden", "1000000,1000000",
-                              "--save", str(tmp_path / "m.st"))
-    assert code == 1
+    done = run_limited("--dataset", "digits", "--hidden", "1000000,1000000",
+                       "--save", str(tmp_path / "m.st"))
+    assert done.returncode == 1, done.stdout + done.stderr
     parameters = 65 * 10**6 + (10**6 + 1) * 10**6 + (10**6 + 1) * 10  # (in + 1) · out
-    assert f"{parameters:,} parameters" in err and "GB" in err and "epoch" not in out
+    assert f"{parameters:,} parameters" in done.stderr and "GB" in done.stderr
+    assert "MemoryError" not in done.stderr and "epoch" not in done.stdout
+
+
+def test_a_picture_too_large_to_decode_is_refused_without_decoding(tmp_path):
+    pytest.importorskip("PIL.Image", reason="--predict needs Pillow")
+    checkpoint = tmp_path / "tiny.safetensors"
+    nn.seed(0)
+    nn.save(nn.Sequential(nn.Dense(784, 10)), str(checkpoint))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(40000, 40000))  # 1.6 G pixels: more than the child has
+    done = run_limited("--predict", str(bomb), "--resume", str(checkpoint))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pixels" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_plots_flag_writes_the_three_pictures(tmp_path):

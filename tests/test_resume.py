@@ -233,3 +233,16 @@ def test_sigint_to_the_script_saves_a_checkpoint_that_matches_the_run(tmp_path, 
     code = mnist.main([*settings, "--save", str(again)], callbacks=[InterruptAt(epochs_done)])
     assert code == 130, f"in-process run failed after {time.perf_counter() - start:.1f}s"
     assert_same_tensors(again, checkpoint)
+
+
+def test_resume_reads_the_data_named_by_data(tmp_path, capsys, digits_available, mnist_path):
+    """--data with --resume is used (or refused), never ignored."""
+    partial = tmp_path / "partial.safetensors"
+    flags = ["--data", str(mnist_path), "--limit", "500", "--hidden", "8", "--epochs", "2",
+             "--quiet"]
+    assert mnist.main([*flags, "--save", str(partial)], callbacks=[InterruptAt(1)]) == 130
+    capsys.readouterr()
+    missing = tmp_path / "moved"
+    assert mnist.main(["--resume", str(partial), "--data", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err
