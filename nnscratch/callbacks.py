@@ -150,13 +150,13 @@ class ProgressBar(Callback):
     def on_batch_end(self, step: int, loss: Any) -> None:
         if self._bar is None:
             return
-        self._bar.update(1)
         now = time.perf_counter()
         if now - self._last_refresh >= self.refresh:
             self._last_refresh = now
             value = float(loss)  # the one host sync, at most every `refresh` seconds
             self._bar.set_postfix_str(f"loss {value:.4f}" if math.isfinite(value)
                                       else f"loss {value} (diverging)")
+        self._bar.update(1)  # drawn with the loss just read
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.close()

@@ -42,10 +42,8 @@ EPOCH_KEY = "training.epoch"
 HISTORY_KEY = "training.history"
 SETTINGS_KEY = "training.settings"
 RANDOM_KEY = "training.random"
-# Bounds for what a checkpoint's run metadata may hold: an edited file is refused before
-# anything is parsed at length.
+# The epochs done: at most this many digits (an edited file is refused before int()).
 _MAX_EPOCH_DIGITS = 9
-_MAX_METADATA_CHARS = 10_000_000
 
 
 @dataclass
@@ -165,13 +163,8 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _json(name: str, key: str, text: str) -> Any:
-    if len(text) > _MAX_METADATA_CHARS:
-        raise CheckpointError(f"{name}: the {key!r} metadata is implausibly long: save again")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{name}: the {key!r} metadata is not valid JSON ({exc}); "
-                              "the file was edited or damaged: save again") from exc
+    """The JSON in metadata ``key``, parsed within io's bounds on size and nesting."""
+    return io._metadata_json(name, key, text)
 
 
 def _epoch(name: str, text: str) -> int:
@@ -212,6 +205,8 @@ def _ctrl_c_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pressed and callable(previous):  # the handler that was there gets it, late
         previous(signal.SIGINT, pressed[0])
+    elif pressed and previous != signal.SIG_IGN:  # the default action: end the process
+        signal.raise_signal(signal.SIGINT)
 
 
 __all__ = ["Checkpoint", "Run", "read_settings", "resume"]

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_backend, namespace, use_backend
+from .backend import get_backend, library_of, namespace, use_backend
 from .errors import BackendError, ConfigError
 
 # Environment variables by which MPI launchers tell a process its world size:
@@ -194,7 +194,7 @@ def _host_view(array: Any) -> np.ndarray | None:
 
 
 def _is_cupy(array: Any) -> bool:
-    return type(array).__module__.split(".")[0] == "cupy"
+    return library_of(array) == "cupy"
 
 
 class _NCCL:

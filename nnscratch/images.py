@@ -273,8 +273,10 @@ def classify(model: Any, image: Any, *, white: float | None = None
     if side * side != model.in_features:
         raise ShapeError(f"the model takes {model.in_features} inputs, not a square image")
     pixels = preprocess_digit(image, side, white=white)
-    logits = to_numpy(model.predict(pixels[None, :]))[0].astype(np.float64)
-    probabilities = np.exp(logits - logits.max())
+    outputs = to_numpy(model.predict(pixels[None, :]))[0].astype(np.float64)
+    if type(model.layers[-1]).__name__ == "Softmax":  # already probabilities
+        return pixels, outputs
+    probabilities = np.exp(outputs - outputs.max())
     return pixels, probabilities / probabilities.sum()
 
 

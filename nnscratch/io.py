@@ -15,7 +15,7 @@ The tensors are host (NumPy) arrays, named
 =============================  ============================================================
 ``layers.<i>.<param>``         parameter ``<param>`` of ``model.layers[i]``, e.g.
                                ``layers.0.weight`` (in, out) and ``layers.0.bias`` (out,)
-``optimizer.<j>.<slot>``       the optimizer's state array ``<slot>`` (``m``, ``v``,
+``optimizer.<j>.<slot>``       the optimizer's state array ``<slot>`` (``m_scaled``, ``v_scaled``,
                                ``square_avg``, ``momentum_buffer``) of the ``j``-th entry of
                                ``model.parameters()``; only when saved with an optimizer
 =============================  ============================================================
@@ -99,7 +99,7 @@ from ._files import NotARegularFileError, atomic_write, file_kind, refuse_non_re
 from .backend import get_backend, to_numpy
 from .errors import CheckpointError
 from .layers import Layer, Parameter, register_layer
-from .optim import OPTIMIZERS, SGD, Optimizer
+from .optim import OPTIMIZERS, Optimizer
 
 if TYPE_CHECKING:
     from .model import Sequential
@@ -669,16 +669,11 @@ def _architecture(checkpoint: _Checkpoint) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def _random_streams_preserved() -> Iterator[None]:
     """Leave every ``nn.seed`` stream as it was, whatever the block draws or creates."""
-    saved_seed = nn_random._seed
-    saved = {name: (gen, gen.bit_generator.state) for name, gen in nn_random._generators.items()}
+    state = nn_random.get_state()
     try:
         yield
     finally:
-        nn_random._seed = saved_seed
-        nn_random._generators.clear()
-        for name, (gen, state) in saved.items():
-            gen.bit_generator.state = state
-            nn_random._generators[name] = gen
+        nn_random.set_state(state)
 
 
 # -- parameter shapes from a layer's config, before building it -----------------------------
@@ -874,15 +869,6 @@ def _optimizer_header(checkpoint: _Checkpoint, required: bool = True) -> dict[st
     return saved
 
 
-def _slot_names(optimizer: Optimizer) -> set[str]:
-    """The state arrays ``optimizer`` keeps for each parameter it has updated."""
-    names = set(optimizer.slot_names)
-    # SGD keeps its momentum buffer without declaring it in slot_names.
-    if not names and isinstance(optimizer, SGD) and optimizer.momentum:
-        names = {"momentum_buffer"}
-    return names
-
-
 def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Optimizer) -> None:
     """Check the saved optimizer state against ``optimizer`` and ``model``, then load it."""
     path = checkpoint.path
@@ -895,7 +881,7 @@ def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Op
             "nnscratch.io.read_optimizer(path, model) to rebuild the saved one"
         )
     params = model.parameters()
-    expected_slots = _slot_names(optimizer)
+    expected_slots = set(optimizer.slot_names)
     backend = get_backend()
     entries = []
     for name, array in checkpoint.tensors.items():

@@ -264,8 +264,9 @@ class Sequential:
 
         history = History()
         callbacks = [history, *callbacks]
-        if verbose and comm.rank == 0:
-            callbacks.append(ProgressBar(per_step=verbose >= 2))
+        progress = ProgressBar(per_step=verbose >= 2) if verbose and comm.rank == 0 else None
+        if progress is not None:
+            callbacks.append(progress)
         info = {"epochs": epochs, "initial_epoch": initial_epoch, "steps": steps,
                 "samples": samples, "validation": validation_data is not None,
                 "optimizer": optimizer, "loss": loss, "schedule": schedule,
@@ -314,6 +315,8 @@ class Sequential:
         finally:
             if schedule is not None:  # a later fit starts from the rate the user gave
                 optimizer.lr = base_lr
+            if progress is not None:  # a display within the epoch ends, even on an error
+                progress.close()
         for callback in callbacks:
             callback.on_train_end()
         return history

@@ -218,8 +218,15 @@ def plot_training_run(folder: str | os.PathLike, history: Any, images: Any, true
     the test images, their true and predicted labels. Returns the paths written."""
     expected = np.asarray(true_labels).reshape(-1)
     predicted = np.asarray(predicted_labels).reshape(-1)
-    classes = len(class_names) if class_names else int(max(expected.max(), predicted.max())) + 1
-    matrix = np.zeros((classes, classes), dtype=np.int64)
+    if expected.size == 0 or expected.shape != predicted.shape:
+        raise ShapeError(f"plot_training_run needs as many predicted labels as true ones, "
+                         f"at least one; got {expected.size} and {predicted.size}")
+    largest = int(max(expected.max(), predicted.max()))
+    classes = len(class_names) if class_names else largest + 1
+    if min(expected.min(), predicted.min()) < 0 or largest >= classes:
+        raise DataError(f"labels must be classes 0..{classes - 1} (one per class name), got "
+                        f"labels from {min(expected.min(), predicted.min())} to {largest}")
+    matrix = np.zeros((classes, classes), dtype=np.int64)  # true i predicted as j
     np.add.at(matrix, (expected, predicted), 1)
     paths = [os.path.join(folder, name) for name in
              ("learning_curves.png", "confusion_matrix.png", "misclassified.png")]

@@ -154,8 +154,10 @@ def _make_tqdm(total: int | None, label: str, unit: str, leave: bool, stream: Te
         from tqdm.auto import tqdm
     except ImportError:
         return None
+    # disable=None: tqdm stays silent off a terminal (a pipe, a log), as the plain display
     return tqdm(total=total, desc=label or None, unit=unit, unit_scale=unit == "B",
-                leave=leave, file=stream, dynamic_ncols=True, mininterval=refresh)
+                leave=leave, file=stream, dynamic_ncols=True, mininterval=refresh,
+                disable=None)
 
 
 __all__ = ["Progress"]

@@ -452,6 +452,16 @@ def test_a_failing_run_ends_its_stream_with_an_error_event(error, message, capsy
     read_events(client)
 
 
+def test_a_missing_data_folder_is_named_as_the_command_line_named_it(tmp_path):
+    """The server's --data folder is used or refused, and the error speaks of --data."""
+    missing = tmp_path / "no-mnist"
+    client = client_for(AppState(data_root=missing, download=False))
+    client.post("/api/train", json={})
+    last = read_events(client)[-1][1]
+    assert last["kind"] == "error" and str(missing) in last["error"]
+    assert "named by --data" in last["error"] and "root=None" not in last["error"]
+
+
 def test_a_run_asked_to_stop_ends_after_its_current_epoch():
     loader = GatedData(tiny_dataset())
     client = client_for(AppState(load_data=loader))

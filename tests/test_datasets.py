@@ -867,12 +867,16 @@ def test_disabled_progress_shows_nothing_even_with_tqdm() -> None:
 
 def test_progress_uses_tqdm_when_installed() -> None:
     pytest.importorskip("tqdm", reason="tqdm is optional; the plain display is tested above")
-    log = io.StringIO()
+    log = Terminal()
     with Progress(2_000_000, "file.gz", unit="B", stream=log, refresh=0) as bar:
         bar.set_postfix_str("half")  # shown with the next update
         bar.update(1_000_000)
     shown = log.getvalue()
     assert "file.gz:  50%" in shown and "1.00M/2.00M" in shown and "B/s, half]" in shown
+    log = io.StringIO()  # a pipe or a log file: tqdm stays silent too
+    with Progress(2_000_000, "file.gz", unit="B", stream=log, refresh=0) as bar:
+        bar.update(1_000_000)
+    assert log.getvalue() == ""
 
 
 def test_download_progress_goes_to_stderr(server: Server, install, capsys,
@@ -880,9 +884,12 @@ def test_download_progress_goes_to_stderr(server: Server, install, capsys,
     pytest.importorskip("tqdm", reason="tqdm is optional; without it nothing shows off a TTY")
     fake = install("mnist")
     url = server.mirror(fake)
+    terminal, captured = Terminal(), sys.stderr
+    monkeypatch.setattr(sys, "stderr", terminal)
     load("mnist", mirrors=[url], progress=True)
-    shown = capsys.readouterr()
-    assert "t10k-labels-idx1-ubyte.gz" in shown.err and "B/s" in shown.err and shown.out == ""
+    assert "t10k-labels-idx1-ubyte.gz" in terminal.getvalue() and "B/s" in terminal.getvalue()
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(sys, "stderr", captured)  # pytest's capture again
     monkeypatch.setenv("NNSCRATCH_CACHE", str(Path(cache_dir()).parent / "other"))
     monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `import tqdm` fail
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)

@@ -598,3 +598,31 @@ def test_predict_is_forward_in_evaluation_mode(backend):
     assert model.predict(X).dtype == backend.xp.float32
     dropped = nn.to_numpy(model.forward(X_device, training=True))
     assert not np.allclose(dropped, expected)  # dropout is active only when training
+
+
+def test_fit_closes_its_progress_display_when_training_fails(monkeypatch):
+    """verbose=2 shows a display within the epoch; a diverging run must not leave it."""
+    opened, closed = [], []
+
+    class Display:  # stands in for nnscratch.progress.Progress, recording its life
+        def __init__(self, *args, **kwargs):
+            opened.append(self)
+
+        def update(self, count=1):
+            pass
+
+        def set_postfix_str(self, text):
+            pass
+
+        def close(self):
+            closed.append(self)
+
+    monkeypatch.setattr("nnscratch.callbacks.Progress", Display)
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 2)).astype(np.float32), rng.normal(size=40).astype(np.float32)
+    nn.seed(0)
+    model = nn.Sequential(nn.Dense(2, 1))
+    with pytest.raises(nn.DivergenceError), np.errstate(over="ignore", invalid="ignore"):
+        model.fit(X, y, loss=nn.MeanSquaredError(), optimizer=nn.SGD(lr=1e3), epochs=19,
+                  batch_size=8, verbose=2)  # a rate this large overflows within epochs
+    assert opened and set(map(id, opened)) == set(map(id, closed))

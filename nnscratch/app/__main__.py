@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: listening on {args.host}, not only on this machine: anyone who can "
               "reach this port can use the app and start training runs (there is no login). "
               "Use --host 127.0.0.1 unless you mean it.", file=sys.stderr)
-    allowed_hosts = ["127.0.0.1", "localhost"] if args.host in ("127.0.0.1", "localhost") \
+    # on loopback, only requests naming this machine are answered (no DNS rebinding)
+    allowed_hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if args.host in LOOPBACK \
         else None
     app = server.create_app(state, allowed_hosts=allowed_hosts)
     shown_host = f"[{args.host}]" if ":" in args.host else args.host

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import nnscratch as nn
-from nnscratch.datasets import Dataset, load_mnist
+from nnscratch.datasets import Dataset, load
 from nnscratch.errors import CheckpointError, NNScratchError
 from nnscratch.images import classify
 
@@ -484,8 +484,8 @@ class AppState:
     def _mnist(self) -> Dataset:
         with self._data_lock:
             if self._dataset is None:
-                self._dataset = load_mnist(self._data_root, download=self._download,
-                                           progress=False)
+                self._dataset = load("mnist", self._data_root, download=self._download,
+                                     progress=False, root_name="--data")
             return self._dataset
 
     def adopt(self, model: nn.Sequential, source: str) -> None:

@@ -12,7 +12,7 @@ training loop's job.
 from nnscratch.datasets.dataset import Dataset
 from nnscratch.datasets.digits import load_digits
 from nnscratch.datasets.idx import read_idx, write_idx
-from nnscratch.datasets.loader import FALLBACKS, banner, banner_text, cache_dir, get_spec, load
+from nnscratch.datasets.loader import FALLBACKS, banner_text, cache_dir, get_spec, load
 from nnscratch.datasets.mnist import MNIST_FILES, default_cache_dir, load_mnist
 from nnscratch.datasets.registry import DATASETS, DataFile, DatasetSpec
 from nnscratch.datasets.synthetic import make_spiral, make_xor
@@ -24,7 +24,6 @@ __all__ = [
     "DataFile",
     "Dataset",
     "DatasetSpec",
-    "banner",
     "banner_text",
     "cache_dir",
     "default_cache_dir",

@@ -61,7 +61,6 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
@@ -405,11 +404,6 @@ def banner_text(paragraphs: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def banner(paragraphs: Sequence[str], stream: TextIO | None = None) -> None:
-    """Print :func:`banner_text` of ``paragraphs`` on ``stream`` (default: stderr)."""
-    print(banner_text(paragraphs), file=stream or sys.stderr, flush=True)
-
-
 # -- shared by both ------------------------------------------------------------------------
 
 
@@ -483,5 +477,5 @@ def _silent(message: str) -> None:
     """``report=None``: say nothing."""
 
 
-__all__ = ["FALLBACKS", "banner", "banner_text", "cache_dir", "get_spec", "load",
+__all__ = ["FALLBACKS", "banner_text", "cache_dir", "get_spec", "load",
            "print_to_stderr"]
