@@ -38,7 +38,7 @@ from .errors import (
 )
 from .gradcheck import GradcheckResult, gradcheck
 from .io import load, save
-from .layers import Dense, Dropout, Layer, Parameter
+from .layers import Dense, Dropout, Flatten, Layer, Parameter
 from .losses import (
     BinaryCrossEntropy,
     CategoricalCrossEntropy,
@@ -66,7 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "Backend", "get_backend", "use_backend", "synchronize", "to_numpy", "seed",
-    "Layer", "Parameter", "Dense", "Dropout",
+    "Layer", "Parameter", "Dense", "Dropout", "Flatten",
     "Identity", "Step", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Softplus", "Softmax",
     "get_activation",
     "Loss", "MeanSquaredError", "BinaryCrossEntropy", "CategoricalCrossEntropy",

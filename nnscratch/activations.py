@@ -17,6 +17,9 @@ from .layers import Layer, backward_before_forward, check_number, register_layer
 class Activation(Layer):
     """Base of the elementwise activations: caches its input or output for backward."""
 
+    takes_images = True  # elementwise: any shape (Softmax, over the last axis, too)
+    keeps_size = True
+
     def __init__(self) -> None:
         self._cache: Any = None
 

@@ -53,26 +53,36 @@ def as_checked_array(array: Any, what: str) -> Any:
     return check_array(array, what)
 
 
-def prepare_features(X: Any, in_features: int | None, dtype: str, what: str = "X") -> Any:
-    """``X`` as a 2-D floating array of the active backend, checked.
+def prepare_features(X: Any, in_features: int | None, dtype: str, what: str = "X",
+                     images: bool = False) -> Any:
+    """``X`` as a floating array of the active backend, checked: 2-D, (samples,
+    features), or with ``images`` (a model whose first layer takes images, such as
+    ``Flatten``) also (samples, height, width) or (samples, channels, height, width).
 
     Integer arrays (e.g. uint8 pixels) are converted to ``dtype``; NaN or infinite
-    values, a wrong number of dimensions or columns, and empty data raise.
+    values, a wrong number of dimensions or values per sample, and empty data raise.
     """
     X = as_checked_array(X, what)
     xp = namespace(X)
-    if X.ndim != 2:
-        hint = (" (a single sample? use X[None, :] or X.reshape(1, -1))" if X.ndim == 1
-                else " (images? flatten them to (n, height*width))" if X.ndim > 2 else "")
-        raise ShapeError(f"{what} must be 2-D, (samples, features); got shape "
-                         f"{tuple(X.shape)}{hint}")
+    if X.ndim != 2 and not (images and X.ndim in (3, 4)):
+        if images:
+            expected = "(samples, features), (samples, height, width) or (samples, "\
+                       "channels, height, width)"
+        else:
+            expected = "2-D, (samples, features)"
+        hint = (" (a single sample? use X[None, ...])" if images
+                else " (a single sample? use X[None, :] or X.reshape(1, -1))" if X.ndim == 1
+                else " (images? start the model with nn.Flatten(), or flatten them to "
+                "(n, height*width))" if X.ndim > 2 else "")
+        raise ShapeError(f"{what} must be {expected}; got shape {tuple(X.shape)}{hint}")
     if X.shape[0] == 0:
         raise DataError(f"{what} is empty: shape {tuple(X.shape)}; there is nothing to learn from")
-    if in_features is not None and X.shape[1] != in_features:
+    values = math.prod(X.shape[1:])
+    if in_features is not None and values != in_features:
         raise ShapeError(
-            f"{what} has {X.shape[1]} features per sample (shape {tuple(X.shape)}), but the "
+            f"{what} has {values} values per sample (shape {tuple(X.shape)}), but the "
             f"first layer expects {in_features}; reshape the data or build the model with "
-            f"Dense({X.shape[1]}, ...)"
+            f"Dense({values}, ...)"
         )
     if xp.isdtype(X.dtype, "bool") or xp.isdtype(X.dtype, "integral"):
         return xp.astype(X, getattr(xp, dtype))
@@ -229,7 +239,8 @@ def forward_input(x: Any, model: Any) -> Any:
         )
     if where is not None:
         check_model(model, "forward")  # host data goes to the active backend: the model's
-    return prepare_features(x, model.in_features, model.dtype, what="x")
+    return prepare_features(x, model.in_features, model.dtype, what="x",
+                            images=model.takes_images)
 
 
 class _Scaler:

@@ -41,7 +41,17 @@ LAYERS: dict[str, type[Layer]] = {}
 
 
 class Layer:
-    """Base class. Subclasses implement ``forward`` and ``backward``."""
+    """Base class. Subclasses implement ``forward`` and ``backward``.
+
+    Two class attributes tell a model what input its first layers take:
+    ``takes_images`` (the layer accepts a batch of images, ``(N, H, W)`` or
+    ``(N, C, H, W)``, not only ``(N, features)`` rows) and ``keeps_size`` (the layer
+    leaves the number of values per sample as it is, e.g. an activation or ``Flatten``,
+    so a ``Dense`` after it still tells the width the model's input must have).
+    """
+
+    takes_images = False
+    keeps_size = False
 
     def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError
@@ -341,6 +351,40 @@ _NO_FORWARD = object()  # Dropout's mask before its first forward pass
 
 
 @register_layer
+class Flatten(Layer):
+    """Each sample laid out as one row: ``(N, d₁, d₂, ...) → (N, d₁·d₂·...)``, in the
+    row-major order of ``reshape`` (a 28 × 28 image becomes its 784 pixels, row after
+    row, as MNIST's files store them). Nothing is learned:
+
+        y = reshape(x, (N, −1))          ∂L/∂x = reshape(g, shape of x)
+
+    It lets images reach ``Dense`` layers (``Sequential(Flatten(), Dense(784, 10))``
+    trains on ``(N, 28, 28)`` data) and joins a convolutional stack to its dense head.
+    """
+
+    takes_images = True
+    keeps_size = True
+
+    def __init__(self) -> None:
+        self._input_shape: tuple[int, ...] | None = None
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if x.ndim < 2:
+            raise ShapeError(f"Flatten expects a batch (N, ...), got shape {tuple(x.shape)}")
+        self._input_shape = tuple(x.shape)
+        if x.ndim == 2:
+            return x
+        return namespace(x).reshape(x, (x.shape[0], math.prod(x.shape[1:])))
+
+    def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
+        if self._input_shape is None:
+            raise backward_before_forward(self)
+        if not need_input_grad:
+            return None
+        return namespace(grad_output).reshape(grad_output, self._input_shape)
+
+
+@register_layer
 class Dropout(Layer):
     """Inverted dropout: in training each unit is kept with probability ``p = 1 − rate``
     and scaled by ``1/p``, so nothing needs rescaling at evaluation, where the layer is
@@ -351,6 +395,9 @@ class Dropout(Layer):
     Masks come from the seeded host ``dropout`` stream (same seed, same masks on
     every backend).
     """
+
+    takes_images = True
+    keeps_size = True
 
     def __init__(self, rate: float) -> None:
         if not (is_real_number(rate) and 0.0 <= rate < 1.0):

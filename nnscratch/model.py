@@ -41,7 +41,7 @@ from .data import (
 )
 from .distributed import Communicator
 from .errors import ConfigError, DivergenceError
-from .layers import Dense, Layer, check_model, parameters_placement
+from .layers import Dense, Flatten, Layer, check_model, parameters_placement
 from .losses import Loss
 from .metrics import class_predictions, correct_count, expected_predictions
 from .optim import Optimizer, Schedule
@@ -88,11 +88,24 @@ class Sequential:
 
     @property
     def in_features(self) -> int | None:
-        """Input width expected by the first layer that has one."""
+        """The number of values per sample the model takes, where its first layer that
+        changes widths tells it (a ``Dense``, after only layers that keep the size such
+        as ``Flatten`` or activations); None where no layer fixes it."""
         for layer in self.layers:
             if hasattr(layer, "in_features"):
                 return layer.in_features
+            if not layer.keeps_size:
+                return None
         return None
+
+    @property
+    def takes_images(self) -> bool:
+        """True when the model takes batches of images, (N, H, W) or (N, C, H, W): its
+        first layer that is not elementwise does (``Flatten``, a convolution)."""
+        for layer in self.layers:
+            if isinstance(layer, Flatten) or not (layer.keeps_size and layer.takes_images):
+                return layer.takes_images
+        return False
 
     @property
     def out_features(self) -> int | None:
@@ -416,7 +429,8 @@ class Sequential:
         return self.out_features or 1
 
     def _prepare(self, X: Any, y: Any, loss: Loss, what: str = "") -> tuple[Any, Any]:
-        X = prepare_features(X, self.in_features, self.dtype, what=f"{what}X")
+        X = prepare_features(X, self.in_features, self.dtype, what=f"{what}X",
+                             images=self.takes_images)
         classes = self.out_features if loss.task == "multiclass" else None
         y = prepare_targets(y, X.shape[0], loss.task, classes, self.dtype, what=f"{what}y")
         return X, y
@@ -427,7 +441,7 @@ class Sequential:
         """The last layer's outputs for ``X`` in evaluation mode (e.g. logits), batched;
         an array of the active backend."""
         check_model(self, "predict")
-        X = prepare_features(X, self.in_features, self.dtype)
+        X = prepare_features(X, self.in_features, self.dtype, images=self.takes_images)
         return self._predict(X, batch_size)
 
     def _predict(self, X: Any, batch_size: int | None) -> Any:

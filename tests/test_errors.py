@@ -66,7 +66,7 @@ def test_feature_width_that_disagrees_with_the_first_layer(method):
     with pytest.raises(nn.ShapeError) as caught:
         call(method, X, y)
     message = str(caught.value)
-    assert f"has {FEATURES + 1} features per sample" in message
+    assert f"has {FEATURES + 1} values per sample" in message
     assert f"first layer expects {FEATURES}" in message
     assert f"Dense({FEATURES + 1}, ...)" in message  # the fix
 
