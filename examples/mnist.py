@@ -4,6 +4,7 @@
     python examples/mnist.py --dataset fashion-mnist     # clothes instead of digits
     python examples/mnist.py --predict my_digit.png      # read your own digit
     python examples/mnist.py --resume mnist-interrupted.safetensors    # after a Ctrl-C
+    python examples/mnist.py --augment                   # distorted digits: ~99.x%
     mpiexec -n 2 python examples/mnist.py      # two processes, one model, data-parallel
 
 784-512-256-10, ReLU, Adam (lr 1e-3 along a cosine to 0, batches of 128), 10 epochs; the
@@ -59,6 +60,9 @@ def widths(text):
     return sizes
 
 
+switch = {"True": True, "False": False}.get  # an on/off flag's value, as a run saves it
+
+
 def dataset_name(text):
     if text not in datasets.DATASETS:
         raise argparse.ArgumentTypeError(f"choose one of {', '.join(datasets.DATASETS)}")
@@ -73,6 +77,8 @@ SETTINGS = {  # saved with the run and kept on resume: the flag's type, default 
     "lr": (number(float), 1e-3, "Adam's initial rate, decayed along a cosine to 0"),
     "seed": (number(int, -1), 0, "seed of the initial weights and the shuffles"),
     "limit": (number(int), None, "train on the first N samples only"),
+    "augment": (switch, False, "distort the training digits (nn.augment.mnist_recipe: "
+                "its own network, epochs and rate)"),
 }
 
 
@@ -84,8 +90,9 @@ def parse_args(argv=None):
                         help=f"array library (default $NNSCRATCH_BACKEND or numpy: {backend})")
     parser.add_argument("--device", help="e.g. cuda:1 (default $NNSCRATCH_DEVICE)")
     for key, (kind, default, text) in SETTINGS.items():
-        parser.add_argument("--" + key.replace("_", "-"), type=kind,
-                            help=f"{text} (default {default})")
+        parser.add_argument("--" + key.replace("_", "-"), help=f"{text} (default {default})",
+                            **({"action": "store_const", "const": True} if kind is switch
+                               else {"type": kind}))
     parser.add_argument("--data", metavar="DIR", help="the folder of the dataset's files")
     parser.add_argument("--no-download", action="store_true", help="never download")
     parser.add_argument("--save", metavar="PATH", help=f"the model and run (default "
@@ -113,7 +120,10 @@ def resolve_settings(args, saved=None):
     as the flags are, which the flags may not change (but --epochs: train on, or stop)."""
     given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
     if saved is None:
-        return {**{key: default for key, (_, default, _) in SETTINGS.items()}, **given}
+        recipe = nn.augment.mnist_recipe().settings if given.get("augment") else {}
+        return {**{key: default for key, (_, default, _) in SETTINGS.items()}, **recipe,
+                **given}
+    saved = {"augment": False, **saved}  # a run saved before --augment existed
     try:
         if set(saved) != set(SETTINGS):
             raise ValueError(f"keys {sorted(saved)}")
@@ -157,6 +167,8 @@ def run(args, callbacks=()):
     x_train, y_train, x_val, y_val = (backend.asarray(part) for part in
                                       dataset.split(VALIDATION, settings["limit"]))
     x_test, y_test = backend.asarray(dataset.x_test), backend.asarray(dataset.y_test)
+    recipe = nn.augment.mnist_recipe() if settings["augment"] else None
+    x_train = recipe.images(x_train) if recipe else x_train  # (N, 28, 28): to distort
     sizes = [dataset.x_train.shape[1], *settings["hidden"], dataset.num_classes]
     if resumed:
         model, optimizer, start = resumed.model, resumed.optimizer, resumed.epoch
@@ -166,7 +178,8 @@ def run(args, callbacks=()):
                                   f"{'-'.join(map(str, sizes))} of its settings")
     else:
         nn.seed(settings["seed"])
-        model, optimizer, start = nn.mlp(sizes), nn.Adam(lr=settings["lr"]), 0
+        model = recipe.model(sizes) if recipe else nn.mlp(sizes)
+        optimizer, start = nn.Adam(lr=settings["lr"]), 0
     saving = dataset.fallback_reason is None  # a stand-in dataset's model is never saved
     writing = saving and comm.rank == 0
     final = Path(args.save or DEFAULT_SAVE)
@@ -180,7 +193,8 @@ def run(args, callbacks=()):
           f"{x_test.shape[0]:,} test samples (from {dataset.source})")
     print(f"backend {backend}; {model.parameter_count():,} parameters "
           f"({'-'.join(map(str, sizes))}); Adam lr {settings['lr']:g} (cosine decay), batch "
-          f"{settings['batch_size']}, {settings['epochs']} epochs, seed {settings['seed']}")
+          f"{settings['batch_size']}, {settings['epochs']} epochs, seed {settings['seed']}"
+          + ("; training digits distorted (nn.augment.mnist_recipe)" if recipe else ""))
     if resumed:
         print(f"resuming {args.resume} after epoch {start}")
         checkpoint.resumed_from(resumed)
@@ -191,6 +205,7 @@ def run(args, callbacks=()):
             epochs=settings["epochs"], batch_size=settings["batch_size"],
             seed=settings["seed"], validation_data=(x_val, y_val), initial_epoch=start,
             schedule=nn.CosineDecay(settings["epochs"]), communicator=comm,
+            augment=recipe and recipe.transform,
             callbacks=[checkpoint, *callbacks, progress] if writing else [*callbacks, progress])
     except KeyboardInterrupt:
         progress.close()
@@ -211,7 +226,7 @@ def run(args, callbacks=()):
         predicted = nn.to_numpy(backend.xp.argmax(model.predict(x_test), axis=1))
         written = plot_training_run(args.plots, checkpoint.history if saving else history,
                                     dataset.x_test, dataset.y_test, predicted,
-                                    dataset.class_names)
+                                    dataset.class_names, augment=recipe and recipe.transform)
         print("plots: " + ", ".join(written))
     print(f"test accuracy: {accuracy:.4f}", flush=True)
     if args.min_accuracy is not None:
