@@ -3,10 +3,12 @@ the device; fit(augment=...), and resuming an augmented run."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import load_mnist_example
 
 import nnscratch as nn
 from nnscratch import random as nn_random
@@ -304,3 +306,69 @@ def test_a_resumed_augmented_run_ends_with_the_uninterrupted_weights(backend, tm
     unaugmented = small_model()
     unaugmented.fit(X, y, optimizer=nn.Adam(lr=0.01), **{**settings, "augment": None})
     assert max(np.abs(a - b).max() for a, b in zip(weights(unaugmented), weights(full))) > 1e-3
+
+
+# -- the recognizer: examples/mnist.py --augment ------------------------------------------------
+
+mnist = load_mnist_example()
+DIGITS_RUN = ["--dataset", "digits", "--epochs", "3", "--hidden", "16", "--batch-size", "32",
+              "--seed", "3", "--quiet", "--augment"]
+
+
+def test_the_examples_defaults_stay_and_augment_brings_its_recipe():
+    plain = mnist.resolve_settings(mnist.parse_args([]))
+    assert plain == {"dataset": "mnist", "hidden": [512, 256], "epochs": 10,
+                     "batch_size": 128, "lr": 1e-3, "seed": 0, "limit": None,
+                     "augment": False}
+    augmented = mnist.resolve_settings(mnist.parse_args(["--augment"]))
+    assert augmented == {**plain, **A.mnist_recipe().settings, "augment": True}
+    assert mnist.resolve_settings(mnist.parse_args(["--augment", "--epochs", "4"]))["epochs"] == 4
+
+
+def test_the_example_resumes_an_augmented_run_to_the_uninterrupted_weights(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the 8x8 digits need scikit-learn")
+    pytest.importorskip("safetensors", reason="checkpoints need safetensors")
+    from safetensors.numpy import load_file
+
+    full, partial, resumed = (tmp_path / f"{name}.safetensors"
+                              for name in ("full", "partial", "resumed"))
+    assert mnist.main([*DIGITS_RUN, "--save", str(full)]) == 0
+    code = mnist.main([*DIGITS_RUN, "--save", str(partial)], callbacks=[InterruptAt(1, 5)])
+    assert code == mnist.EXIT_INTERRUPTED
+    assert nn.checkpoint.read_settings(partial)["augment"] is True
+    nn.seed(99)
+    assert mnist.main(["--resume", str(partial), "--save", str(resumed), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "distorted" in out
+    got, expected = load_file(str(resumed)), load_file(str(full))
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+    # a run of before --augment (no such setting) resumes as a plain run
+    run = nn.resume(partial)
+    older = tmp_path / "older.safetensors"
+    settings = {key: value for key, value in run.settings.items() if key != "augment"}
+    nn.save(run.model, older, optimizer=run.optimizer, metadata={
+        **nn.io.read_metadata(partial), "training.settings": json.dumps(settings)})
+    assert mnist.main(["--resume", str(older), "--save", str(tmp_path / "o.st"), "--quiet"]) == 0
+    assert "distorted" not in capsys.readouterr().out
+
+
+def test_the_picture_of_augmented_digits(tmp_path, backend):
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib")
+    from nnscratch import plots
+
+    digits = images((5, 12, 12))
+    copies = [apply(backend, CHAIN, digits, seed=k) for k in range(3)]
+    figure = plots._augmented_figure(digits.reshape(5, 144), copies)
+    assert len(figure.axes) == 4 * 5
+    np.testing.assert_allclose(figure.axes[0].images[0].get_array(), digits[0])
+    np.testing.assert_allclose(figure.axes[5].images[0].get_array(), copies[0][0])
+    plots.plot_augmented(digits, copies, tmp_path / "augmented.png")
+    assert (tmp_path / "augmented.png").read_bytes().startswith(b"\x89PNG")
+    written = plots.plot_training_run(tmp_path, {"loss": [1.0, 0.5]}, digits,
+                                      np.arange(5) % 3, np.arange(5) % 2, augment=CHAIN)
+    assert written[-1].endswith("augmented.png") and len(written) == 4
+    with pytest.raises(nn.ShapeError, match="same shape"):
+        plots.plot_augmented(digits, [copies[0][:3]], tmp_path / "bad.png")
