@@ -311,8 +311,8 @@ def _resample(images: Any, maps: list[Any]) -> Any:
     index = xp.reshape(first + position, (-1,))
     flat = xp.reshape(_bordered(xp, xp.reshape(images, (n, channels, height, width))), (-1,))
 
-    def neighbour(offset: int) -> Any:
-        return xp.reshape(xp.take(flat, index + offset), (n, channels, height, width))
+    def neighbour(offset: int) -> Any:  # the pixel `offset` places on: a view, no addition
+        return xp.reshape(xp.take(flat[offset:], index), (n, channels, height, width))
 
     fx = xp.reshape(fx, (n, 1, height, width))
     fy = xp.reshape(fy, (n, 1, height, width))
