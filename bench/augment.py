@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     nn.use_backend("numpy")
     print(table(["backend", "MLP", "plain ms/step", "augmented ms/step", "transform ms/batch",
                  "augmented / plain", f"<= {TARGET}x"], rows))
-    if not args.quick:
+    if args.out or not args.quick:  # a quick run's numbers are written only where asked
         write_results(args.out or default_results_path(), "augment", {
             "when": now(), "steps": args.steps, "rounds": args.rounds, "batch": BATCH,
             "transform": repr(nn.augment.mnist_recipe().transform), "results": results,

@@ -372,3 +372,27 @@ def test_the_picture_of_augmented_digits(tmp_path, backend):
     assert written[-1].endswith("augmented.png") and len(written) == 4
     with pytest.raises(nn.ShapeError, match="same shape"):
         plots.plot_augmented(digits, [copies[0][:3]], tmp_path / "bad.png")
+
+
+@pytest.mark.skipif(nn.get_backend().name != "numpy",
+                    reason="the benchmark scripts are run once, in the numpy session")
+def test_the_augmentation_benchmark_runs_and_its_ratios_are_per_round(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "bench/augment.py", "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(out.read_text(encoding="utf-8"))["augment"]["results"]
+    assert set(results) == {"numpy 784-256-128-10", "numpy 784-800-800-10"}
+    for label, row in results.items():
+        times = row["ms_per_step"]
+        plain, augmented = times[f"{label[6:]} plain"], times[f"{label[6:]} augmented"]
+        expected = [a / b for a, b in zip(augmented["samples"], plain["samples"])]
+        assert len(expected) == 2  # --quick: two interleaved rounds
+        assert row["augmented_over_plain"]["samples"] == pytest.approx(expected, rel=1e-9)
