@@ -101,6 +101,9 @@ class RandomAffine(Transform):
         self.translate = _range(translate, "translate",
                                 "a fraction of the image size, e.g. translate=0.1")
         self.shear = _range(shear, "shear", "degrees, e.g. shear=10")
+        if not -90 < self.shear[0] <= self.shear[1] < 90:
+            raise ConfigError(f"shear={shear!r}: the angles must lie strictly between −90 "
+                              "and 90 degrees (tan 90° is infinite)")
         if scale is None:
             self.scale = (1.0, 1.0)
         elif is_real_number(scale):

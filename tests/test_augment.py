@@ -182,6 +182,7 @@ def test_bad_settings_and_inputs_are_refused(backend):
                           (lambda: A.RandomAffine(translate="a lot"), "translate="),
                           (lambda: A.RandomAffine(scale=1.5), "scale=1.5"),
                           (lambda: A.RandomAffine(scale=(0, 2)), "positive"),
+                          (lambda: A.RandomAffine(shear=90), "strictly between"),
                           (lambda: A.ElasticDistortion(sigma=0), "sigma"),
                           (lambda: A.ElasticDistortion(alpha=float("nan")), "alpha"),
                           (lambda: A.Compose([A.RandomAffine(), "flip"]), "Compose takes")):
