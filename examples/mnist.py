@@ -121,8 +121,7 @@ def resolve_settings(args, saved=None):
     given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
     if saved is None:
         recipe = nn.augment.mnist_recipe().settings if given.get("augment") else {}
-        return {**{key: default for key, (_, default, _) in SETTINGS.items()}, **recipe,
-                **given}
+        return {**{key: default for key, (_, default, _) in SETTINGS.items()}, **recipe, **given}
     saved = {"augment": False, **saved}  # a run saved before --augment existed
     try:
         if set(saved) != set(SETTINGS):
