@@ -375,6 +375,7 @@ def test_the_picture_of_augmented_digits(tmp_path, backend):
         plots.plot_augmented(digits, [copies[0][:3]], tmp_path / "bad.png")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(nn.get_backend().name != "numpy",
                     reason="the benchmark scripts are run once, in the numpy session")
 def test_the_augmentation_benchmark_runs_and_its_ratios_are_per_round(tmp_path):
