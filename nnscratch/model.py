@@ -233,7 +233,9 @@ class Sequential:
         ``augment`` (e.g. ``nn.augment.RandomAffine(rotation=10)``) is applied to each
         training batch just before the forward pass: a new array each step, so X is never
         changed and validation and test data are never augmented. X must then be images,
-        (N, H, W) or (N, C, H, W), for a model that starts with ``nn.Flatten()``.
+        (N, H, W) or (N, C, H, W), for a model that starts with ``nn.Flatten()``. (On N > 1
+        ranks each distorts its own rows, drawing from its own copy of the stream: not
+        the distortions one process would draw.)
         """
         check_model(self, "fit")  # has layers, on the active backend (BackendError)
         if not isinstance(loss, Loss):

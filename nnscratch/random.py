@@ -2,9 +2,8 @@
 
 The Array API standard has no random numbers, and every library draws differently.
 So every random number nnscratch uses (initial weights, shuffles, dropout masks, the
-distortions of data augmentation) comes
-from a NumPy ``Generator(PCG64(...))`` on the host: the same seed gives the same
-network and the same training run on every backend.
+distortions of data augmentation) comes from a NumPy ``Generator(PCG64(...))`` on the
+host: the same seed gives the same network and the same training run on every backend.
 
 ``nn.seed(n)`` resets the four independent streams below; each is its own PCG64
 generator seeded from ``(n, stream number)``, so drawing more dropout masks never
