@@ -154,7 +154,7 @@ def run(args, callbacks=()):
     settings = resolve_settings(args, resumed and resumed.settings)
     dataset = datasets.load(settings["dataset"], args.data, download=not args.no_download,
                             fallback=None if args.dataset or args.resume else "digits",
-                            root_name="--data")
+                            interface=datasets.COMMAND_LINE)  # messages name --data
     backend = nn.get_backend()
     x_train, y_train, x_val, y_val = (backend.asarray(part) for part in
                                       dataset.split(VALIDATION, settings["limit"]))

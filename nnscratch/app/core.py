@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import nnscratch as nn
-from nnscratch.datasets import Dataset, load
+from nnscratch.datasets import Dataset, Interface, load
 from nnscratch.errors import CheckpointError, NNScratchError
 from nnscratch.images import classify
 
@@ -47,6 +47,12 @@ MISCLASSIFIED_SHOWN = 36
 PROGRESS_INTERVAL = 0.25  # seconds between progress events within an epoch
 WEIGHTS_INTERVAL = 1.5  # seconds between weight snapshots within an epoch
 DEFAULT_CHECKPOINT = "digits.safetensors"
+# The loader's messages in the words of the app's own command line.
+APP_INTERFACE = Interface(
+    folder="--data", name_folder="--data DIR (python -m nnscratch.app --data DIR)",
+    unname_folder="start the app without --data", choose="python examples/mnist.py "
+    "--dataset {name} (the app trains on MNIST)", no_download="the app was started with "
+    "--no-download", allow_download="start the app without --no-download, with internet access")
 
 
 class RequestError(Exception):
@@ -485,7 +491,7 @@ class AppState:
         with self._data_lock:
             if self._dataset is None:
                 self._dataset = load("mnist", self._data_root, download=self._download,
-                                     progress=False, root_name="--data")
+                                     progress=False, interface=APP_INTERFACE)
             return self._dataset
 
     def adopt(self, model: nn.Sequential, source: str) -> None:
