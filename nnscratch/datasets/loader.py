@@ -160,11 +160,11 @@ def load(
             dataset = _load_cached(spec, cache, interface)
         elif fallback is None:
             reason, details = unavailable
-            raise DataError(f"{reason} {_how_to_get(spec, cache, download, interface)}"
-                            + (f"\n{details}" if details else ""))
+            raise DataError(f"{reason} {_how_to_get(spec, cache, download, interface)}\n"
+                            f"{details}")
         else:
-            dataset = _fall_back(spec, cache, " ".join(filter(None, unavailable)), download,
-                                 tell, interface)
+            dataset = _fall_back(spec, cache, " ".join(unavailable), download, tell,
+                                 interface)
     for note in dataset.notes:
         tell(note)
     return dataset
@@ -327,15 +327,16 @@ def _fill_cache(spec: DatasetSpec, cache: Path, download: bool,
                 mirrors: Sequence[str] | None, progress: bool, interface: Interface
                 ) -> tuple[str, str] | None:
     """Download what the cache lacks; return None when it holds every file, else why not:
-    the reason in a sentence, and the details (each mirror's failure), or ""."""
+    the reason in a sentence, and the details (the files missing, each mirror's failure)."""
     missing = [file for file in spec.files.values()
                if _find_cached(cache, file, interface) is None]
     if not missing:
         return None
     names = ", ".join(file.name + ".gz" for file in missing)
+    lacks = f"The cache lacks {names}."
     if not download:
-        return (f"{spec.title} is not in the per-user cache {cache} (it lacks {names}) "
-                f"and {interface.no_download}.", "")
+        return (f"{spec.title} is not in the per-user cache {cache} and "
+                f"{interface.no_download}.", lacks)
     mirrors = spec.mirrors if mirrors is None else tuple(mirrors)
     for file in missing:
         urls = [_join_url(mirror, file.name + ".gz") for mirror in mirrors]
@@ -345,9 +346,8 @@ def _fill_cache(spec: DatasetSpec, cache: Path, download: bool,
                 urls, cache / (file.name + ".gz"), expected_md5, size, progress, md5_of=md5_of
             )
         except DataError as err:
-            return (f"{spec.title} is not in the per-user cache {cache} (it lacks {names}) "
-                    "and could not be downloaded.",
-                    f"The download failed from every mirror: {err}.")
+            return (f"{spec.title} is not in the per-user cache {cache} and could not be "
+                    "downloaded.", f"{lacks}\nThe download failed from every mirror: {err}.")
     return None
 
 
@@ -402,12 +402,11 @@ def _read_cached(path: Path, file: DataFile) -> np.ndarray:
 
 
 def _how_to_get(spec: DatasetSpec, cache: Path, download: bool, interface: Interface) -> str:
-    names = ", ".join(file.name + ".gz" for file in spec.files.values())
     first = (interface.allow_download if not download
              else "check the internet connection and try again")
-    return (f"To get {spec.title}: {first}; or put its files ({names}) into {cache}; or name "
-            f"a folder that holds them with {interface.name_folder} or the NNSCRATCH_DATA "
-            "environment variable.")
+    return (f"To get {spec.title}: {first}; or name a folder that holds its files with "
+            f"{interface.name_folder} or the NNSCRATCH_DATA environment variable; or put "
+            f"them into {cache}.")
 
 
 # -- the fallback --------------------------------------------------------------------------
