@@ -82,7 +82,6 @@ import math
 import os
 import re
 import reprlib
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +94,13 @@ from . import (
     layers,
 )
 from . import random as nn_random
-from ._files import NotARegularFileError, atomic_write, file_kind, refuse_non_regular
+from ._files import (
+    NotARegularFileError,
+    atomic_write,
+    open_regular,
+    read_into,
+    refuse_non_regular,
+)
 from .backend import get_backend, to_numpy
 from .errors import CheckpointError
 from .layers import Layer, Parameter, register_layer
@@ -136,9 +141,6 @@ _SAFETENSORS_DTYPES = {
     ]
 }
 
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)
 
 # Values quoted in messages are cut short: a hostile file must not make a huge message.
 _QUOTE = reprlib.Repr()
@@ -428,16 +430,15 @@ def _read(path: str | os.PathLike, with_tensors: bool = True) -> _Checkpoint:
 
 @contextlib.contextmanager
 def _open_regular_file(name: str) -> Iterator[tuple[BinaryIO, int]]:
-    """Open ``name`` for reading, if it is a regular file; yield the file and its size.
-
-    The type is checked before opening, because opening a FIFO blocks until a writer
-    comes and a device such as ``/dev/zero`` never ends; and again on the open file,
-    because the name may have been replaced in between (``O_NONBLOCK`` keeps even that
-    open from blocking).
-    """
+    """``_files.open_regular(name)``, its errors as CheckpointError naming the fix."""
     try:
-        _require_regular(name, os.stat(name).st_mode)
-        fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
+        with open_regular(name) as opened:
+            yield opened
+    except NotARegularFileError as exc:
+        raise CheckpointError(
+            f"{name} is {exc.kind}, not a regular file; checkpoints are files written by "
+            "nn.save(model, path): pass the path of one"
+        ) from exc
     except FileNotFoundError as exc:
         raise CheckpointError(
             f"checkpoint file {name} does not exist; check the path (checkpoints are "
@@ -448,31 +449,6 @@ def _open_regular_file(name: str) -> Iterator[tuple[BinaryIO, int]]:
             f"checkpoint file {name} cannot be read ({exc.strerror or exc}); check the path "
             "and its permissions"
         ) from exc
-    with os.fdopen(fd, "rb", buffering=0) as handle:
-        info = os.fstat(fd)
-        _require_regular(name, info.st_mode)
-        if _O_NONBLOCK:
-            os.set_blocking(fd, True)
-        yield handle, info.st_size
-
-
-def _require_regular(name: str, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(
-            f"{name} is {file_kind(mode)}, not a regular file; checkpoints are files "
-            "written by nn.save(model, path): pass the path of one"
-        )
-
-
-def _read_into(handle: BinaryIO, buffer: bytearray) -> int:
-    """Fill ``buffer`` from ``handle``; the number of bytes read (fewer at end of file)."""
-    view, filled = memoryview(buffer), 0
-    while filled < len(buffer):
-        count = handle.readinto(view[filled:])
-        if not count:
-            break
-        filled += count
-    return filled
 
 
 def _read_header(name: str, handle: BinaryIO, size: int) -> tuple[int, bytes]:
@@ -481,14 +457,14 @@ def _read_header(name: str, handle: BinaryIO, size: int) -> tuple[int, bytes]:
         raise _not_safetensors(name, f"it is only {size} bytes long" if size else
                                "the file is empty")
     prefix = bytearray(8)
-    if _read_into(handle, prefix) < 8:
+    if read_into(handle, prefix) < 8:
         raise _truncated(name, "it became shorter while it was being read")
     header_length = int.from_bytes(prefix, "little")
     if not 2 <= header_length <= _MAX_HEADER_BYTES:
         raise _not_safetensors(name, f"its first 8 bytes give a header length of "
                                      f"{header_length}, not 2 to {_MAX_HEADER_BYTES}")
     header = bytearray(min(header_length, size - 8))
-    header = header[:_read_into(handle, header)]
+    header = header[:read_into(handle, header)]
     if len(header) < header_length:
         if header.startswith(b"{"):
             raise _truncated(name, f"its header should be {header_length} bytes, the file "
@@ -568,7 +544,7 @@ def _read_tensors(name: str, handle: BinaryIO, entries: dict[str, _TensorEntry],
     """The tensors, as NumPy views of one buffer of exactly ``data_size`` bytes (which
     the file holds: checked before)."""
     data = bytearray(data_size)
-    if _read_into(handle, data) < data_size:
+    if read_into(handle, data) < data_size:
         raise _truncated(name, "it became shorter while it was being read")
     return {
         tensor: np.frombuffer(data, dtype=entry.dtype, count=math.prod(entry.shape),

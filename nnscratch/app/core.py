@@ -396,7 +396,7 @@ def misclassified(model: nn.Sequential, images: np.ndarray, labels: np.ndarray,
     """The test accuracy, and the first ``shown`` test images the model gets wrong (as
     base64 bytes, 0-255), with their true and predicted digits."""
     predicted = np.argmax(nn.to_numpy(model.predict(images)), axis=1)
-    wrong = np.flatnonzero(predicted != labels)[:shown]
+    wrong = nn.metrics.misclassified(predicted, labels, shown)
     pixels = np.round(images[wrong] * 255).astype(np.uint8)
     return float(np.mean(predicted == labels)), {
         "count": int(wrong.size), "side": math.isqrt(images.shape[1]),
