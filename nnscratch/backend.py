@@ -295,7 +295,7 @@ def synchronize() -> None:
     get_backend().synchronize()
 
 
-# The variables by which a user sets the BLAS and OpenMP thread pools himself.
+# The variables by which users size the BLAS and OpenMP thread pools themselves.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 

@@ -281,6 +281,9 @@ def init() -> Communicator:
 
     * selects one GPU per rank (``cuda:<local rank>``) when the active backend is CuPy and
       ``NNSCRATCH_DEVICE`` does not choose one: call it after choosing the backend;
+    * gives each rank its share of the machine's cores, ⌊cores / ranks on it⌋ BLAS and
+      OpenMP threads (threadpoolctl), unless ``OMP_NUM_THREADS`` or the like is set:
+      ``comm.threads``, and ``comm.describe()`` says e.g. "2 ranks × 1 thread";
     * makes an uncaught exception on any rank print its traceback, marked with the rank,
       and end every rank (``MPI_Abort``) rather than leave the others waiting forever;
     * makes the ranks other than 0 ignore Ctrl-C (SIGINT, which ``mpiexec`` forwards to

@@ -64,6 +64,18 @@ def test_the_example_reads_in_one_sitting():
     assert claim and count < int(claim.group(1)) <= 280, claim
 
 
+def test_the_readmes_mpi_numbers_are_for_the_network_the_example_trains():
+    """The "Many processes" section quoted speed-ups of 784-256-128-10, a network the
+    example does not train; its numbers are the example's own network's."""
+    readme = (Path(mnist.__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Many processes", 1)[1].split("\n## ", 1)[0]
+    hidden = mnist.SETTINGS["hidden"][1]
+    shipped = "-".join(map(str, [784, *hidden, 10]))
+    networks = set(re.findall(r"\b784(?:-\d+)+\b", section))
+    assert networks == {shipped}, networks
+    assert "2 ranks × 1 thread" in section
+
+
 # -- training on real MNIST ------------------------------------------------------------------
 
 
