@@ -271,6 +271,15 @@ def test_a_finger_swipe_on_a_touch_screen_reads_1(touch_page, draw_server):
     check_clean(page, draw_server)
 
 
+def train_in_page(page: Any, **fields: str) -> None:
+    """Fill the Train page's form (field id: value), press Start, wait for the run's end."""
+    for field, value in fields.items():
+        page.fill(f"#{field}", value)
+    page.click("#start")
+    sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "done",
+                                                              timeout=60_000)
+
+
 # -- the Train page -----------------------------------------------------------------------
 
 
@@ -282,12 +291,7 @@ def test_a_one_epoch_run_draws_its_curves_and_becomes_the_draw_pages_model(
         sync_api.expect(page.locator("#message")).to_contain_text("No model yet")
         page.click("nav >> text=Train")
         sync_api.expect(page.locator("#backend")).to_have_text(str(nn.get_backend()))
-        page.fill("#hidden", "32")
-        page.fill("#epochs", "1")
-        page.fill("#limit", "2000")
-        page.click("#start")
-        sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "done",
-                                                                  timeout=60_000)
+        train_in_page(page, hidden="32", epochs="1", limit="2000")
         # One epoch: a training and a validation point on each chart.
         for chart in ("#loss-chart", "#accuracy-chart"):
             sync_api.expect(page.locator(f"{chart} circle.point.train")).to_have_count(1)
@@ -389,13 +393,7 @@ def test_save_asks_before_replacing_a_better_model_and_the_form_states_are_right
     try:
         page.goto(server.url + "/train")
         sync_api.expect(page.locator("#backend")).to_have_text(str(nn.get_backend()))
-        page.fill("#hidden", "16")
-        page.fill("#epochs", "1")
-        page.fill("#limit", "500")
-        page.fill("#lr", "0.000001")
-        page.click("#start")
-        sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "done",
-                                                                  timeout=60_000)
+        train_in_page(page, hidden="16", epochs="1", limit="500", lr="0.000001")
         save_button = page.locator("#save")
         one_line = save_button.bounding_box()["height"]
         before = best.read_bytes()
