@@ -157,11 +157,13 @@ def run(args, callbacks=()):
     """Train (or resume), save, plot, and print the test accuracy last. Under MPI,
     --batch-size is the global batch, and rank 0 alone prints and writes."""
     comm = nn.distributed.init()  # rank 0 of 1 without MPI
+    if comm.size > 1:
+        print(comm.describe())  # e.g. "2 ranks × 1 thread": each rank its share of the cores
     resumed = nn.resume(args.resume) if args.resume else None
     settings = resolve_settings(args, resumed and resumed.settings)
     dataset = datasets.load(settings["dataset"], args.data, download=not args.no_download,
                             fallback=None if args.dataset or args.resume else "digits",
-                            root_name="--data")
+                            interface=datasets.COMMAND_LINE)  # messages name --data
     backend = nn.get_backend()
     x_train, y_train, x_val, y_val = (backend.asarray(part) for part in
                                       dataset.split(VALIDATION, settings["limit"]))

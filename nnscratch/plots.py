@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from ._files import atomic_write
+from .datasets.dataset import class_name
 from .errors import ConfigError, DataError, NNScratchError, ShapeError
+from .metrics import misclassified
 
 _INSTALL_HINT = "pip install matplotlib (or: pip install 'nnscratch[examples]')"
 
@@ -192,8 +194,8 @@ def _misclassified_figure(images: Any, true_labels: Any, predicted_labels: Any,
         figure = _figure(4, 2)
         figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return figure
-    titles = [f"true {_class_name(expected[index], class_names)} / "
-              f"pred {_class_name(predicted[index], class_names)}" for index in range(count)]
+    titles = [f"true {class_name(expected[index], class_names)} / "
+              f"pred {class_name(predicted[index], class_names)}" for index in range(count)]
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     # about 0.065 inch per character of an 8-point title: class names widen the cells
@@ -272,7 +274,7 @@ def plot_training_run(folder: str | os.PathLike, history: Any, images: Any, true
              ("learning_curves.png", "confusion_matrix.png", "misclassified.png")]
     plot_learning_curves(history, paths[0])
     plot_confusion_matrix(matrix, paths[1], class_names=class_names)
-    wrong = np.flatnonzero(predicted != expected)[:36]
+    wrong = misclassified(predicted, expected, 36)
     plot_misclassified(np.asarray(images)[wrong], expected[wrong], predicted[wrong], paths[2],
                        class_names=class_names)
     if augment is not None:
@@ -282,18 +284,6 @@ def plot_training_run(folder: str | os.PathLike, history: Any, images: Any, true
         paths.append(os.path.join(folder, "augmented.png"))
         plot_augmented(first, [to_numpy(augment(first)) for _ in range(3)], paths[3])
     return paths
-
-
-def _class_name(label: Any, class_names: Sequence[str] | None) -> str:
-    """``class_names[label]``, or the label itself where there are no names."""
-    if class_names is None:
-        return str(label)
-    if not (float(label).is_integer() and 0 <= int(label) < len(class_names)):
-        raise DataError(
-            f"label {label} has no class name: class_names holds {len(class_names)} names, "
-            f"for the labels 0..{len(class_names) - 1}"
-        )
-    return str(class_names[int(label)])
 
 
 __all__ = [
