@@ -95,7 +95,7 @@ class _Convergence(Callback):
         self.loss_curve: list[float] = []
         self.validation_scores: list[float] = []
         self.best_loss, self.best_score = math.inf, -math.inf
-        self.stale, self.converged, self.best_theta = 0, False, None
+        self.stale, self.converged, self.best_values = 0, False, None
 
     def on_train_begin(self, model: Any, info: dict[str, Any]) -> None:
         self.model = model
@@ -109,8 +109,8 @@ class _Convergence(Callback):
             self.stale = self.stale + 1 if score < self.best_score + self.tol else 0
             if score > self.best_score:
                 self.best_score = score
-                theta = self.model.parameters().vector.value
-                self.best_theta = namespace(theta).asarray(theta, copy=True)
+                self.best_values = [namespace(param.value).asarray(param.value, copy=True)
+                                    for param in self.model.parameters()]
         else:
             self.stale = self.stale + 1 if loss > self.best_loss - self.tol else 0
             self.best_loss = min(self.best_loss, loss)
@@ -119,8 +119,9 @@ class _Convergence(Callback):
             self.model.stop_training = True
 
     def on_train_end(self) -> None:
-        if self.best_theta is not None:  # early stopping keeps the best epoch's weights
-            self.model.parameters().vector.value[...] = self.best_theta
+        if self.best_values is not None:  # early stopping keeps the best epoch's weights
+            for param, value in zip(self.model.parameters(), self.best_values):
+                param.value = value
 
 
 class _MLP(BaseEstimator):

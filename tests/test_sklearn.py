@@ -25,9 +25,11 @@ pytest.importorskip("sklearn", reason="scikit-learn is not installed (the 'sklea
 from sklearn import config_context  # noqa: E402
 from sklearn.datasets import load_iris, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.metrics import r2_score  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils import check_random_state  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from nnscratch.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
@@ -129,6 +131,13 @@ def test_the_regressor_fits_several_outputs_and_early_stopping_keeps_the_best_ep
     assert len(model.validation_scores_) == model.n_iter_ < 300
     assert model.best_validation_score_ == max(model.validation_scores_) >= 0.9
     assert model.best_loss_ is None
+    # the weights kept are the best epoch's: its score on the held-out rows (the split
+    # fit made from random_state) is the best one, though later epochs were trained
+    assert np.argmax(model.validation_scores_) < model.n_iter_ - 1
+    seed = check_random_state(0).randint(2**31 - 1)
+    _, held = train_test_split(list(range(300)), test_size=0.1, random_state=seed)
+    assert r2_score(y[held], model.predict(X[held])) == pytest.approx(
+        model.best_validation_score_, rel=1e-5)
     one = MLPRegressor(max_iter=3, **SESSION)
     with pytest.warns(ConvergenceWarning, match="max_iter=3"):
         one.fit(X, y[:, 0])
