@@ -12,7 +12,8 @@ Named and shaped like scikit-learn's own multilayer perceptrons (``hidden_layer_
   array-api-strict arrays on theirs, CuPy arrays on their GPU, and the outputs come
   back in the namespace and on the device of the input. A name (``"torch"``,
   ``"cupy"``, ...) computes there whatever the input, and returns the input's kind.
-* ``dropout``: the rate of a ``Dropout`` after every hidden layer.
+* ``dropout``: the rate of a ``Dropout`` after every hidden layer; ``input_dropout``:
+  the rate at which input features are dropped in training (a ``Dropout`` first).
 
 The training is sklearn's: mini-batches of ``min(200, n)`` by default, the L2 penalty
 ``(α / 2) Σ‖W‖² / batch`` (``Dense(l2=α / (2·batch))``), Adam or SGD with Nesterov
@@ -151,6 +152,7 @@ class _MLP(BaseEstimator):
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
         backend: str | None = None,
         device: str | None = None,
     ) -> None:
@@ -174,6 +176,7 @@ class _MLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dropout = dropout
+        self.input_dropout = input_dropout
         self.backend = backend
         self.device = device
 
@@ -232,6 +235,7 @@ class _MLP(BaseEstimator):
         number("beta_2", 0.0, 1.0)
         number("epsilon", 0.0, low_open=True)
         number("dropout", 0.0, 1.0)
+        number("input_dropout", 0.0, 1.0)
         if self.backend is not None and not isinstance(self.backend, str):
             raise ValueError(f"backend must be None (follow the input) or a backend name "
                              f"such as 'torch', got {self.backend!r}")
@@ -266,7 +270,7 @@ class _MLP(BaseEstimator):
     def _network(self, n_features: int, n_outputs: int, dtype: str, batch: int) -> Sequential:
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         l2 = self.alpha / (2.0 * batch)  # sklearn's (α/2)‖W‖² / batch
-        layers: list[Layer] = []
+        layers: list[Layer] = [Dropout(float(self.input_dropout))] if self.input_dropout else []
         for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
             layers.append(Dense(fan_in, fan_out, init="glorot_uniform", dtype=dtype, l2=l2))
             if index < len(sizes) - 2:

@@ -185,3 +185,16 @@ def test_importing_nnscratch_does_not_import_scikit_learn():
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                             timeout=120, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_dropout_and_input_dropout_sit_where_their_parameters_say():
+    X, y = _iris()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(8, 4), activation="tanh", dropout=0.5,
+                              input_dropout=0.2, max_iter=3, **SESSION).fit(X, y)
+    layers = model.model_.layers
+    assert [type(layer).__name__ for layer in layers] == [
+        "Dropout", "Dense", "Tanh", "Dropout", "Dense", "Tanh", "Dropout", "Dense"]
+    assert [layer.rate for layer in layers if isinstance(layer, nn.Dropout)] == [0.2, 0.5, 0.5]
+    np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(X))  # no masks
