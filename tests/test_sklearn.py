@@ -39,6 +39,8 @@ _NAME, _DEVICE = active_placement()
 # On numpy, the defaults (which follow the input); elsewhere the session's backend.
 SESSION = {} if _NAME == "numpy" else {"backend": _NAME, "device": _DEVICE}
 ARRAY_API = os.environ.get("SCIPY_ARRAY_API") == "1"
+# short trainings stop at max_iter on purpose; the warning is tested once, below
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 @parametrize_with_checks([MLPClassifier(**SESSION), MLPRegressor(**SESSION)])
