@@ -291,7 +291,10 @@ def to_placement(array: Any, where: tuple[str | None, str]) -> Any:
     if placement(array) == where:
         return array
     library, device = where
-    return _make_backend(library or "numpy", device).asarray(to_host(array))
+    host = to_host(array)
+    # a read-only host array (a memory map) is copied: a tensor must not alias it
+    copy = None if host.flags.writeable or library in (None, "numpy") else True
+    return _make_backend(library or "numpy", device).asarray(host, copy=copy)
 
 
 def describe_placement(where: tuple[str | None, str]) -> str:
