@@ -23,6 +23,11 @@ momentum, and its stopping rule: stop when the training loss (or, with
 ``ConvergenceWarning``. With ``early_stopping`` the weights of the best validation epoch
 are kept.
 
+Not (yet) sklearn's: ``solver="lbfgs"``, ``learning_rate`` schedules, ``warm_start``,
+``partial_fit``, ``sample_weight``. A fit sets nnscratch's active backend and random
+streams for its duration (and restores them): run parallel fits in processes
+(``n_jobs`` with joblib's default loky backend), not threads.
+
 This module imports scikit-learn (``pip install 'nnscratch[sklearn]'``); ``import
 nnscratch`` does not.
 """
