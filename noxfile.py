@@ -87,7 +87,9 @@ def tests(session: nox.Session, backend: str, device: str, requirements: str | N
     # tests (same seed, same weights on every backend) run in every session too.
     _install(session, "-r", requirements, *REFERENCES)
     _install(session, "-e", ".[test]")
-    env = {"NNSCRATCH_BACKEND": backend, **_data_env()}
+    # SCIPY_ARRAY_API=1: scikit-learn's array API checks of nnscratch.sklearn run
+    # (torch and array-api-strict inputs); without it sklearn skips them.
+    env = {"NNSCRATCH_BACKEND": backend, "SCIPY_ARRAY_API": "1", **_data_env()}
     if device:
         env["NNSCRATCH_DEVICE"] = device
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)

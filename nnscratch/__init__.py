@@ -48,6 +48,7 @@ from .losses import (
 )
 from .metrics import accuracy, confusion_matrix
 from .model import Sequential, mlp
+from .model_selection import CrossValidation, cross_validate
 from .optim import (
     SGD,
     Adam,
@@ -73,7 +74,8 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
     "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay",
-    "Sequential", "mlp", "Callback", "History", "EarlyStopping", "ProgressBar",
+    "Sequential", "mlp", "cross_validate", "CrossValidation",
+    "Callback", "History", "EarlyStopping", "ProgressBar",
     "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
     "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",
     "Checkpoint", "Run", "resume", "datasets", "augment",

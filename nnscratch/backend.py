@@ -271,6 +271,32 @@ def _device_name(device: Any) -> str:
     return text
 
 
+def to_host(array: Any) -> np.ndarray:
+    """Copy an array of any supported library, on any device (or host data), to NumPy,
+    whatever the active backend."""
+    library = library_of(array)
+    if library == "torch":
+        return array.detach().cpu().numpy()
+    if library == "cupy":
+        return sys.modules["cupy"].asnumpy(array)
+    if library == "array_api_strict":
+        strict = sys.modules["array_api_strict"]
+        return np.from_dlpack(array.to_device(strict.Device("CPU_DEVICE")))
+    return np.asarray(array)
+
+
+def to_placement(array: Any, where: tuple[str | None, str]) -> Any:
+    """``array`` as an array of the library and device ``where`` (as ``placement``
+    names them): itself where it is already there, else copied through the host."""
+    if placement(array) == where:
+        return array
+    library, device = where
+    host = to_host(array)
+    # a read-only host array (a memory map) is copied: a tensor must not alias it
+    copy = None if host.flags.writeable or library in (None, "numpy") else True
+    return _make_backend(library or "numpy", device).asarray(host, copy=copy)
+
+
 def describe_placement(where: tuple[str | None, str]) -> str:
     """``("torch", "cpu")`` in words: ``torch arrays on cpu``."""
     library, device = where

@@ -318,6 +318,13 @@ class Dense(Layer):
     def parameters(self) -> list[Parameter]:
         return [self.weight, self.bias]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy: the parameters and settings, without what a forward
+        pass caches (W̃ and Wᵀ are views of θ, which a copy must take from its own θ)."""
+        state = dict(self.__dict__)
+        state.update(_input=None, _span=None, _weight_transposed=None, _ones={})
+        return state
+
     @staticmethod
     def parameter_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         """The shapes of the parameters a Dense of this ``config`` has, before it is
@@ -347,7 +354,14 @@ class Dense(Layer):
         return config
 
 
-_NO_FORWARD = object()  # Dropout's mask before its first forward pass
+class _NoForward:
+    """Dropout's mask before its first forward pass: one object, also once unpickled."""
+
+    def __reduce__(self) -> str:
+        return "_NO_FORWARD"  # pickle and deepcopy give back this module's object
+
+
+_NO_FORWARD = _NoForward()
 
 
 @register_layer

@@ -136,6 +136,35 @@ class Optimizer:
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy. The state arrays of a θ's parameters are windows of
+        θ-sized arrays: they are left out, and made again from the copied θ-sized arrays
+        (else each would become a separate array, no longer updated by a step of θ).
+
+        The state stays keyed by the parameter objects, which are copied with it: pickle
+        or deep-copy a model and its optimizer *together* (``copy.deepcopy((model,
+        optimizer))``) and the copied optimizer steps the copied model, state and all.
+        An optimizer copied alone holds its own copies of the parameters: given the
+        original model's parameters it starts from fresh state, as a new one would.
+        """
+        state = dict(self.__dict__)
+        vectors = [param for param in self.state if isinstance(param, ParameterVector)]
+        windowed = [(vector, index) for vector in vectors
+                    for index, member in enumerate(vector.parameters)
+                    if member.vector is vector and member in self.state]
+        dropped = {id(vector.parameters[index]) for vector, index in windowed}
+        state["state"] = {param: slots for param, slots in self.state.items()
+                          if id(param) not in dropped}
+        state["_windowed"] = windowed
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        windowed = state.pop("_windowed", [])
+        self.__dict__.update(state)
+        for vector, index in windowed:
+            self.state[vector.parameters[index]] = {
+                name: vector.window(array, index) for name, array in self.state[vector].items()}
+
     def state_dict(self, params: list[Parameter]) -> dict[str, Any]:
         """The step counter and every state array, keyed ``"<index>.<slot>"`` by the
         parameter's position in ``params`` (so it can be saved and restored)."""

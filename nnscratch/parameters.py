@@ -70,6 +70,22 @@ class Parameter:
     def shape(self) -> tuple[int, ...]:
         return tuple(self._value.shape)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy: a parameter of a θ keeps no arrays of its own (its
+        windows would travel as separate copies, no longer sharing θ's memory); the
+        ``ParameterVector`` gives them back when it is rebuilt."""
+        if self.vector is None:
+            return dict(self.__dict__)
+        return {"name": self.name, "vector": self.vector}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.vector is None:
+            return
+        self._value = self._grad = self._grad_window = None
+        if hasattr(self.vector, "value"):  # θ already rebuilt (else it binds us later)
+            self.vector.bind(self)
+
     def __repr__(self) -> str:
         return f"Parameter({self.name!r}, shape={self.shape}, dtype={self._value.dtype})"
 
@@ -128,6 +144,35 @@ class ParameterVector:
             param._grad = None
             if gradient is not None:
                 param.grad = gradient
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy: θ and ∇θ as their library pickles arrays (the library
+        and device travel with them), the layout, and which parameters are windows of
+        this θ and have a gradient. ``xp``, a module, is not kept: ``__setstate__`` finds
+        it again from θ, and lays every parameter out again as windows of the new θ."""
+        return {"value": self.value, "grad": self.grad, "spans": self.spans,
+                "parameters": self.parameters,
+                "bound": [(param.vector is self, param._grad is not None)
+                          for param in self.parameters]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.value, self.grad = state["value"], state["grad"]
+        self.spans, self.parameters = state["spans"], state["parameters"]
+        self.xp = namespace(self.value)
+        self._bound = {id(param): has_grad for param, (held, has_grad)
+                       in zip(self.parameters, state["bound"]) if held}
+        for param in self.parameters:
+            if id(param) in self._bound:
+                self.bind(param)
+
+    def bind(self, param: Parameter) -> None:
+        """Make ``param`` (one of this vector's, being unpickled) a window of θ and ∇θ
+        again, with its gradient if it had one."""
+        index = next(i for i, member in enumerate(self.parameters) if member is param)
+        param.vector = self
+        param._value = self.window(self.value, index)
+        param._grad_window = self.window(self.grad, index)
+        param._grad = param._grad_window if self._bound[id(param)] else None
 
     def window(self, flat: Any, index: int) -> Any:
         """Parameter ``index``'s part of the flat array ``flat``, in its own shape."""
