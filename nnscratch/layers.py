@@ -410,9 +410,9 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._scaled_mask = None
             return x
-        keep = 1.0 - self.rate
-        mask = random.bernoulli(tuple(x.shape), keep) / keep
-        self._scaled_mask = get_backend().asarray(mask, dtype=x.dtype)
+        keep, shape = 1.0 - self.rate, tuple(x.shape)
+        self._scaled_mask = random.on_device(lambda: random.bernoulli(shape, keep) / keep,
+                                             shape, x.dtype)
         return x * self._scaled_mask
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:
