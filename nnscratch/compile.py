@@ -112,6 +112,7 @@ class JaxStep:
         self._recording: list[tuple[Any, Any]] | None = None
         self._jax = jax
         self._jitted = jax.jit(self._pure, donate_argnums=(0, 1), static_argnums=(6,))
+        self._scanned = jax.jit(self._scan, donate_argnums=(0, 1, 2))
 
     # -- the host side --------------------------------------------------------------------
 
@@ -147,6 +148,48 @@ class JaxStep:
         # numbers, which XLA already flushes to 0 itself (and eagerly, its few operations
         # per state array would each be compiled on first use, ~0.1 s apiece).
         return value, correct
+
+    def full_batch_epochs(self, X: Any, y: Any, rates: list[float]) -> tuple[Any, Any] | None:
+        """``len(rates)`` epochs of one full-batch step each (learning rate ``rates[e]``),
+        as one compiled loop (``lax.scan``): the losses and right-prediction counts of
+        every epoch, on the device. None (nothing done) where the step draws random
+        numbers, which must come from the host step by step."""
+        optimizer = self.optimizer
+        t, lr = optimizer.t, optimizer.lr
+        per_step = []
+        for rate in rates:
+            optimizer.lr = rate
+            optimizer.begin_step()
+            per_step.append(optimizer.step_scalars())
+        xp, dtype = self.backend.xp, self.members[0].value.dtype
+        scalars = {name: xp.asarray([step[name] for step in per_step], dtype=dtype)
+                   for name in per_step[0]}
+        values = [param.value for param in self.members]
+        states = [optimizer.state[param] for param in self.members]
+        grads = [xp.zeros_like(value) for value in values]
+        try:
+            outputs = self._scanned(values, states, grads, scalars, X, y)
+        except _DrawsNeededError:
+            optimizer.t, optimizer.lr = t, lr
+            return None
+        new_values, new_states, new_grads, losses, correct = outputs
+        for param, new_value, state, grad in zip(self.members, new_values, new_states,
+                                                 new_grads):
+            param._value, param._grad = new_value, grad
+            optimizer.state[param] = state
+        return losses, correct
+
+    def _scan(self, values: list[Any], states: list[Any], grads: list[Any],
+              scalars: dict[str, Any], X: Any, y: Any) -> tuple[Any, ...]:
+        def epoch(carry: tuple[Any, ...], step_scalars: dict[str, Any]) -> tuple[Any, Any]:
+            values, states, _ = carry
+            values, states, grads, value, correct = self._pure(
+                values, states, step_scalars, X, y, 0, X.shape[0], None)
+            return (values, states, grads), (value, correct)
+
+        (values, states, grads), (losses, correct) = self._jax.lax.scan(
+            epoch, (values, states, grads), scalars)
+        return values, states, grads, losses, correct
 
     def _discover_draws(self, values: list[Any], states: list[Any], scalars: dict[str, float],
                         arguments: tuple[Any, ...]) -> list[tuple[Any, Any]]:

@@ -310,6 +310,10 @@ class Sequential:
             for _ in range(initial_epoch):  # the shuffles of the epochs already trained
                 random.permutation(samples, rng)
         try:
+            if compiled and steps == 1 and callbacks == [history] and validation_data is None:
+                # every epoch one full-batch step (e.g. XOR): all of them one compiled loop
+                initial_epoch = self._fused_epochs(step, X, y, schedule, base_lr, initial_epoch,
+                                                   epochs, history, samples, judged)
             for epoch in range(initial_epoch, epochs):
                 if schedule is not None:
                     optimizer.lr = schedule(base_lr, epoch)
@@ -401,6 +405,27 @@ class Sequential:
         if expected.shape != predicted.shape:  # (n,) binary targets of an (n, 1) output
             expected = xp.reshape(expected, predicted.shape)
         return step_losses, xp.count_nonzero(predicted == expected)
+
+    def _fused_epochs(self, step: Any, X: Any, y: Any, schedule: Schedule | None,
+                      base_lr: float, initial_epoch: int, epochs: int, history: History,
+                      samples: int, judged: int) -> int:
+        """Epochs ``initial_epoch`` .. ``epochs − 1`` of one full-batch step each, run as one
+        compiled loop, and their logs given to ``history`` afterwards (it is the only
+        callback). Returns the epoch the ordinary loop goes on from: ``epochs`` when done,
+        ``initial_epoch`` where the step draws random numbers (one call per step then)."""
+        rates = [schedule(base_lr, epoch) if schedule is not None else base_lr
+                 for epoch in range(initial_epoch, epochs)]
+        done = step.full_batch_epochs(X, y, rates)
+        if done is None:
+            return initial_epoch
+        losses, correct = (to_numpy(array).tolist() for array in done)
+        judging = self.loss.task != "regression"
+        for index, epoch in enumerate(range(initial_epoch, epochs)):
+            logs = self._epoch_logs([losses[index]], correct[index] if judging else None,
+                                    samples, samples, judged, epoch, rates[index])
+            history.on_epoch_begin(epoch)
+            history.on_epoch_end(epoch, logs)
+        return epochs
 
     def _train_step(self, xb: Any, yb: Any, loss: Loss, update: Any, parameters: Parameters,
                     penalized: bool, comm: Communicator = distributed.LOCAL,
