@@ -26,6 +26,11 @@ them, traces, and takes the outputs back. What must stay on the host stays there
 - (the periodic flush of vanishing optimizer state, ``optimizer.end_step``, is left
   out: XLA flushes subnormal numbers to 0 itself.)
 
+A layer whose step changes arrays other than its parameters (a BatchNorm's running
+statistics) names them in ``state_attributes``; they are inputs and outputs of the compiled
+step like the parameters. Layers must not read arrays back to the host inside ``forward``
+or ``backward`` (``float(x)``), nor keep arrays made there anywhere but on themselves.
+
 The parameters and the optimizer's state are *donated*: XLA writes the new values into
 their buffers, as the in-place libraries do. An array of the old values that a user held
 on to is deleted by the step (copy it first: ``xp.asarray(w, copy=True)``).
@@ -105,6 +110,10 @@ class JaxStep:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.parameters, self.penalized = parameters, penalized
         self.members = list(parameters)
+        # what else a step changes: the layers' named state (``Layer.state_attributes``,
+        # e.g. a BatchNorm's running statistics), threaded through the step as θ is
+        self.layer_state = [(layer, name) for layer in model.layers
+                            for name in getattr(layer, "state_attributes", ())]
         for param in self.members:  # the state exists before the trace: one structure
             optimizer.slots(param)
         self.judging = loss.task != "regression"
@@ -125,8 +134,7 @@ class JaxStep:
         size = stop - start
         key = (tuple(X.shape), tuple(y.shape), size)
         draws = self._draws.get(key)
-        values = [param.value for param in self.members]
-        states = [optimizer.state[param] for param in self.members]
+        values, states = self._values(), [optimizer.state[param] for param in self.members]
         arguments = (X, y, start, size)
         outputs = None
         if draws is None:
@@ -140,10 +148,7 @@ class JaxStep:
             noise = [self.backend.asarray(draw(), dtype=dtype) for draw, dtype in draws]
             outputs = self._jitted(values, states, scalars, *arguments, noise)
         new_values, new_states, new_grads, value, correct = outputs
-        for param, new_value, state, grad in zip(self.members, new_values, new_states,
-                                                 new_grads):
-            param._value, param._grad = new_value, grad
-            optimizer.state[param] = state
+        self._install(new_values, new_states, new_grads)
         # No ``optimizer.end_step()``: its flush keeps decaying state out of the subnormal
         # numbers, which XLA already flushes to 0 itself (and eagerly, its few operations
         # per state array would each be compiled on first use, ~0.1 s apiece).
@@ -164,20 +169,30 @@ class JaxStep:
         xp, dtype = self.backend.xp, self.members[0].value.dtype
         scalars = {name: xp.asarray([step[name] for step in per_step], dtype=dtype)
                    for name in per_step[0]}
-        values = [param.value for param in self.members]
-        states = [optimizer.state[param] for param in self.members]
-        grads = [xp.zeros_like(value) for value in values]
+        values, states = self._values(), [optimizer.state[param] for param in self.members]
+        grads = [xp.zeros_like(param.value) for param in self.members]
         try:
             outputs = self._scanned(values, states, grads, scalars, X, y)
         except _DrawsNeededError:
             optimizer.t, optimizer.lr = t, lr
             return None
         new_values, new_states, new_grads, losses, correct = outputs
-        for param, new_value, state, grad in zip(self.members, new_values, new_states,
-                                                 new_grads):
-            param._value, param._grad = new_value, grad
-            optimizer.state[param] = state
+        self._install(new_values, new_states, new_grads)
         return losses, correct
+
+    def _values(self) -> list[Any]:
+        """The parameters' values, then the layers' state arrays (the step's inputs)."""
+        return [param.value for param in self.members] + [
+            getattr(layer, name) for layer, name in self.layer_state]
+
+    def _install(self, values: list[Any], states: list[Any], grads: list[Any]) -> None:
+        """Put a step's outputs where the model and the optimizer keep them."""
+        count = len(self.members)
+        for param, value, state, grad in zip(self.members, values, states, grads):
+            param._value, param._grad = value, grad
+            self.optimizer.state[param] = state
+        for (layer, name), value in zip(self.layer_state, values[count:]):
+            setattr(layer, name, value)
 
     def _scan(self, values: list[Any], states: list[Any], grads: list[Any],
               scalars: dict[str, Any], X: Any, y: Any) -> tuple[Any, ...]:
@@ -226,7 +241,7 @@ class JaxStep:
                 correct = correct_count(outputs, yb, self.loss.task, self.loss.threshold)
             else:
                 correct = self.backend.xp.zeros((), dtype=self.backend.xp.int64)
-            return ([param.value for param in self.members],
+            return (self._values(),
                     [dict(self.optimizer.state[param]) for param in self.members],
                     [param.grad for param in self.members], value, correct)
         finally:
@@ -244,6 +259,8 @@ class JaxStep:
         for param, value, state in zip(self.members, values, states):
             param._value, param._grad = value, None
             optimizer.state[param] = dict(state)
+        for (layer, name), value in zip(self.layer_state, values[len(self.members):]):
+            setattr(layer, name, value)  # (the layer's attributes are restored on leaving)
         for name, value in scalars.items():
             setattr(optimizer, name, value)
         fed = iter(noise or [])

@@ -52,6 +52,8 @@ class Layer:
 
     takes_images = False
     keeps_size = False
+    state_attributes: tuple[str, ...] = ()  # arrays a training step changes, besides the
+    # parameters (e.g. running statistics): a compiled step takes and returns them
 
     def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError

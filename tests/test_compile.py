@@ -211,3 +211,40 @@ def test_auto_runs_eagerly_without_a_compiler_and_a_bad_value_is_refused(backend
         train("yes", epochs=1)
     with pytest.raises(ConfigError, match="compile must be"):
         train(1, epochs=1)
+
+
+class RunningMean(nn.Layer):
+    """The identity, keeping a running mean of its inputs per feature: state a step
+    changes besides the parameters (as a BatchNorm's statistics)."""
+
+    keeps_size = True
+    state_attributes = ("running_mean",)
+
+    def __init__(self, width: int) -> None:
+        backend = nn.get_backend()
+        self.running_mean = backend.xp.zeros((width,), dtype=backend.xp.float32,
+                                             device=backend.device)
+
+    def forward(self, x, training=False):
+        if training:
+            self.running_mean *= 0.9  # rebinds on immutable arrays, stored on the layer
+            self.running_mean += 0.1 * nn.get_backend().xp.mean(x, axis=0)
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+def test_layer_state_is_threaded_through_the_compiled_step(jax_backend):
+    X, y = data()
+    results = []
+    for compile in (False, True):
+        nn.seed(3)
+        model = nn.Sequential(nn.Dense(6, 16), RunningMean(16), nn.ReLU(), nn.Dense(16, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=0.01),
+                      epochs=2, batch_size=32, seed=1, compile=compile)
+        results.append(np.array(nn.to_numpy(model.layers[1].running_mean)))
+    assert np.abs(results[0]).max() > 0.01
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
