@@ -101,7 +101,7 @@ class JaxStep:
     step does. A batch made on its own (e.g. augmented) is ``step(xb, yb, 0, len(xb))``."""
 
     def __init__(self, model: Any, loss: Any, optimizer: Any, parameters: Any,
-                 penalized: bool) -> None:
+                 penalized: bool, required: bool = True) -> None:
         import jax
 
         from .backend import get_backend
@@ -117,6 +117,7 @@ class JaxStep:
         for param in self.members:  # the state exists before the trace: one structure
             optimizer.slots(param)
         self.judging = loss.task != "regression"
+        self.required, self.eager = required, False  # eager: untraceable under "auto"
         self._draws: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
         self._recording: list[tuple[Any, Any]] | None = None
         self._jax = jax
@@ -128,6 +129,8 @@ class JaxStep:
     def __call__(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
         """One step on the batch ``X[start:stop]``, ``y[start:stop]`` (rows sliced inside
         the compiled step: an eager JAX slice costs more than a small step)."""
+        if self.eager:
+            return self._eager_step(X, y, start, stop)
         optimizer = self.optimizer
         optimizer.begin_step()
         scalars = optimizer.step_scalars()
@@ -144,6 +147,10 @@ class JaxStep:
             except _DrawsNeededError:
                 draws = self._draws[key] = self._discover_draws(values, states, scalars,
                                                                 arguments)
+            except self._jax.errors.JAXTypeError as exc:  # a layer reads the host
+                optimizer.t -= 1  # nothing ran: the eager step counts this step again
+                self._untraceable(exc)
+                return self._eager_step(X, y, start, stop)
         if outputs is None:
             noise = [self.backend.asarray(draw(), dtype=dtype) for draw, dtype in draws]
             outputs = self._jitted(values, states, scalars, *arguments, noise)
@@ -154,11 +161,36 @@ class JaxStep:
         # per state array would each be compiled on first use, ~0.1 s apiece).
         return value, correct
 
+    def _untraceable(self, error: Exception) -> None:
+        """A layer (or loss) needs concrete values inside the step, e.g. ``float(x)``:
+        ``compile=True`` raises; ``"auto"`` warns once and steps eagerly from now on."""
+        message = (f"the training step cannot be traced for jax.jit: a layer or the loss "
+                   f"reads array values on the host inside it ({type(error).__name__}: "
+                   f"{str(error).splitlines()[0]})")
+        if self.required:
+            raise ConfigError(message + "; pass compile=False (or 'auto') to run it "
+                              "eagerly, or keep host reads out of forward and backward") \
+                from error
+        warnings.warn(message + "; running the steps eagerly", stacklevel=4)
+        self.eager = True
+
+    def _eager_step(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
+        """The step run eagerly, as ``fit(compile=False)`` runs it."""
+        xb, yb = (X, y) if stop - start == X.shape[0] else (X[start:stop, ...],
+                                                             y[start:stop, ...])
+        value, outputs = self.model._train_step(xb, yb, self.loss, self.optimizer.step,
+                                                self.parameters, self.penalized)
+        if not self.judging:
+            return value, self.backend.xp.zeros((), dtype=self.backend.xp.int64)
+        return value, correct_count(outputs, yb, self.loss.task, self.loss.threshold)
+
     def full_batch_epochs(self, X: Any, y: Any, rates: list[float]) -> tuple[Any, Any] | None:
         """``len(rates)`` epochs of one full-batch step each (learning rate ``rates[e]``),
         as one compiled loop (``lax.scan``): the losses and right-prediction counts of
         every epoch, on the device. None (nothing done) where the step draws random
         numbers, which must come from the host step by step."""
+        if self.eager:
+            return None
         optimizer = self.optimizer
         t, lr = optimizer.t, optimizer.lr
         per_step = []
@@ -173,8 +205,10 @@ class JaxStep:
         grads = [xp.zeros_like(param.value) for param in self.members]
         try:
             outputs = self._scanned(values, states, grads, scalars, X, y)
-        except _DrawsNeededError:
+        except (_DrawsNeededError, self._jax.errors.JAXTypeError) as exc:
             optimizer.t, optimizer.lr = t, lr
+            if not isinstance(exc, _DrawsNeededError):
+                self._untraceable(exc)
             return None
         new_values, new_states, new_grads, losses, correct = outputs
         self._install(new_values, new_states, new_grads)

@@ -85,6 +85,8 @@ class Sequential:
         vector = self._vector
         if vector is None or vector.parameters != members or not vector.holds_all():
             vector = self._vector = pack(members)
+        # the parameters' array type: an input of that type goes straight to the layers
+        self._array_type = type(members[0].value) if members else None
         return Parameters(members, vector)
 
     @property
@@ -146,8 +148,7 @@ class Sequential:
     # -- propagation ---------------------------------------------------------------------
 
     def forward(self, x: Any, training: bool = False) -> Any:
-        if (self._vector is None or type(x) is not type(self._vector.value)) \
-                and not traced(x):
+        if type(x) is not self._array_type and not traced(x):
             x = forward_input(x, self)  # host data moved in, another library's refused
         for layer in self.layers:
             x = layer.forward(x, training)
@@ -273,7 +274,8 @@ class Sequential:
         penalized = self._penalized()  # any L1/L2 terms to add to the loss
         step = self._train_step
         if compiled:  # the same step, traced and compiled (see nnscratch.compile)
-            step = compiling.JaxStep(self, loss, optimizer, parameters, penalized)
+            step = compiling.JaxStep(self, loss, optimizer, parameters, penalized,
+                                     required=compile is True)
         # accuracy counts samples (multiclass) or output elements (binary)
         judged = samples * (1 if loss.task == "multiclass" else self._binary_width())
         # Each step's rows, and (distributed) this rank's positions in the epoch's order

@@ -248,3 +248,40 @@ def test_layer_state_is_threaded_through_the_compiled_step(jax_backend):
         results.append(np.array(nn.to_numpy(model.layers[1].running_mean)))
     assert np.abs(results[0]).max() > 0.01
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
+class Watching(nn.Layer):
+    """The identity, writing down each batch's sum on the host (``float``): untraceable."""
+
+    keeps_size = True
+
+    def __init__(self) -> None:
+        self.sums: list[float] = []
+
+    def forward(self, x, training=False):
+        self.sums.append(float(nn.get_backend().xp.sum(x)))
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+def test_a_layer_reading_the_host_runs_eagerly_under_auto_and_is_refused_by_true(jax_backend):
+    X, y = data()
+
+    def fit(compile):
+        nn.seed(3)
+        model = nn.Sequential(nn.Dense(6, 4), Watching(), nn.Dense(4, 3))
+        history = model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=0.01),
+                            epochs=2, batch_size=50, seed=1, compile=compile)
+        return history.history["loss"], model.layers[1].sums
+
+    with pytest.raises(ConfigError, match="cannot be traced.*compile=False"):
+        fit(True)
+    with pytest.warns(UserWarning, match="running the steps eagerly"):
+        auto_losses, auto_sums = fit("auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager_losses, eager_sums = fit(False)
+    assert len(auto_sums) == len(eager_sums) == 4  # every step ran, none twice
+    np.testing.assert_allclose(auto_losses, eager_losses, rtol=1e-6)
