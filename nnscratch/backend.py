@@ -101,8 +101,10 @@ class Backend:
             self._native.cuda.Device().synchronize()
         elif self.name == "torch" and str(self.device).startswith("cuda"):
             self._native.cuda.synchronize(self.device)
-        elif self.name == "jax":  # the queued work of every array ends with the last
+        elif self.name == "jax":  # a device runs its queued programs in order: a last,
+            # tiny one is done once everything before it is
             self._native.effects_barrier()
+            (self.xp.zeros((), device=self.device) + 1).block_until_ready()
 
     def is_native(self, array: Any) -> bool:
         """True if ``array`` is an array of this backend's library."""
