@@ -48,6 +48,13 @@ class Layer:
     ``(N, C, H, W)``, not only ``(N, features)`` rows) and ``keeps_size`` (the layer
     leaves the number of values per sample as it is, e.g. an activation or ``Flatten``,
     so a ``Dense`` after it still tells the width the model's input must have).
+
+    One code path serves every backend, JAX's immutable arrays and a compiled step
+    included (``fit(compile=...)``): change stored arrays by assignment
+    (``self.running_mean *= m`` keeps the result; never ``x[...] = v``, see
+    ``backend.set_all``), read no values to the host inside ``forward``/``backward``
+    (``float(x)``), name in ``state_attributes`` the arrays besides the parameters that a
+    training step changes, and draw random numbers through ``random.on_device``.
     """
 
     takes_images = False
