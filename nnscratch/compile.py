@@ -171,7 +171,7 @@ class JaxStep:
             raise ConfigError(message + "; pass compile=False (or 'auto') to run it "
                               "eagerly, or keep host reads out of forward and backward") \
                 from error
-        warnings.warn(message + "; running the steps eagerly", stacklevel=4)
+        warnings.warn(message + "; running the steps eagerly", stacklevel=5)
         self.eager = True
 
     def _eager_step(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
