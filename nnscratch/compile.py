@@ -37,8 +37,8 @@ on to is deleted by the step (copy it first: ``xp.asarray(w, copy=True)``).
 
 ``compile="auto"`` (``fit``'s default) compiles where a compiler pays (JAX, whose eager
 steps are ~50 times slower than its compiled ones) and runs eagerly elsewhere: NumPy and
-array-api-strict have no compiler, and an eager PyTorch step is already as fast as its
-library allows at this size (``torch.compile`` is not offered: see bench/README.md).
+array-api-strict have no compiler, and ``torch.compile`` is not offered: on this MLP its
+first call took 32 s for a 10% faster step (bench/README.md, "JAX and compiled steps").
 """
 
 from __future__ import annotations
