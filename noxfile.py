@@ -34,6 +34,7 @@ BACKENDS = [
     ("array_api_strict", "array_api_strict", "", "backends/array-api-strict.txt"),
     ("array_api_strict-device1", "array_api_strict", "device1", "backends/array-api-strict.txt"),
     ("torch", "torch", "cpu", "backends/torch-cpu.txt"),
+    ("jax", "jax", "cpu", "backends/jax.txt"),
     ("cupy", "cupy", "", None),
 ]
 

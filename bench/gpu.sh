@@ -17,7 +17,10 @@
 #   4. bench/mlp.py --gpu-only: nnscratch on cupy and torch CUDA against PyTorch CUDA
 #      eager (and fused Adam): ms/step and array operations per step;
 #   5. bench/opcount.py: the operation counts, by operator;
-#   6. bench/nccl_check.py: nnscratch.distributed's NCCL path, one GPU as one rank.
+#   6. bench/nccl_check.py: nnscratch.distributed's NCCL path, one GPU as one rank;
+#   7. where jax sees a GPU (jax[cuda12]): bench/compiled.py on CUDA, the compiled jax
+#      step against PyTorch CUDA eager and the jax.grad + optax anchor (compile included),
+#      and bench/time_to_accuracy.py on jax (fit compiles: seconds to 98%).
 # Everything goes to OUT_DIR (default $OUT, else bench/results/gpu-<date>): one log per
 # step, summary.txt, and the results JSON.
 set -uo pipefail
@@ -100,6 +103,14 @@ step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-onl
   --out "$OUT_DIR/results.json"
 step opcount 30 "$PY" bench/opcount.py
 step nccl 30 "$PY" bench/nccl_check.py
+if "$PY" -c "import jax; jax.devices('gpu')" >/dev/null 2>&1; then
+  step jax-compiled 120 "$PY" bench/compiled.py --device cuda --rounds 3 \
+    --output "$OUT_DIR/compiled.json"
+  step jax-time-to-accuracy 60 "$PY" bench/time_to_accuracy.py --backend jax \
+    --device cuda --out "$OUT_DIR/results-jax.json"
+else
+  say "jax-compiled: skipped (jax with CUDA not installed, or it sees no GPU)"
+fi
 say ""
 say "done in $(( $(date +%s) - START ))s; logs in $OUT_DIR"
 rm -rf "$SITE"

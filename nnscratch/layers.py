@@ -48,10 +48,19 @@ class Layer:
     ``(N, C, H, W)``, not only ``(N, features)`` rows) and ``keeps_size`` (the layer
     leaves the number of values per sample as it is, e.g. an activation or ``Flatten``,
     so a ``Dense`` after it still tells the width the model's input must have).
+
+    One code path serves every backend, JAX's immutable arrays and a compiled step
+    included (``fit(compile=...)``): change stored arrays by assignment
+    (``self.running_mean *= m`` keeps the result; never ``x[...] = v``, see
+    ``backend.set_all``), read no values to the host inside ``forward``/``backward``
+    (``float(x)``), name in ``state_attributes`` the arrays besides the parameters that a
+    training step changes, and draw random numbers through ``random.on_device``.
     """
 
     takes_images = False
     keeps_size = False
+    state_attributes: tuple[str, ...] = ()  # arrays a training step changes, besides the
+    # parameters (e.g. running statistics): a compiled step takes and returns them
 
     def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError
@@ -424,9 +433,9 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._scaled_mask = None
             return x
-        keep = 1.0 - self.rate
-        mask = random.bernoulli(tuple(x.shape), keep) / keep
-        self._scaled_mask = get_backend().asarray(mask, dtype=x.dtype)
+        keep, shape = 1.0 - self.rate, tuple(x.shape)
+        self._scaled_mask = random.on_device(lambda: random.bernoulli(shape, keep) / keep,
+                                             shape, x.dtype)
         return x * self._scaled_mask
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:

@@ -17,6 +17,12 @@ Windows rely on slicing and reshaping returning *views* that share memory with �
 they do in NumPy, CuPy, PyTorch and array-api-strict. The Array API standard does not
 promise views, so ``views_alias`` checks it once per namespace and device; where writes
 do not pass through, a model keeps separate arrays and optimizers update them one by one.
+
+JAX is such a library: its arrays are immutable, so a window could never be written.
+There each parameter is an array of its own, replaced (not changed) by every update, and
+an optimizer's step returns the new values. θ as one vector exists to cut the number of
+array operations of an eager step; a JAX step is compiled (``fit(compile=...)``), and
+the compiler fuses the per-parameter updates anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import matmul_into, namespace
+from .backend import matmul_into, mutable, namespace
 from .errors import DataError, ShapeError
 
 
@@ -50,6 +56,8 @@ class Parameter:
     @value.setter
     def value(self, new: Any) -> None:
         if self.vector is None:
+            if self._value is not None and hasattr(new, "shape"):
+                _check_shape(self._value, new, f"parameter {self.name!r}")
             self._value = new
         else:
             _copy_into(self._value, new, f"parameter {self.name!r}")
@@ -90,23 +98,26 @@ class Parameter:
         return f"Parameter({self.name!r}, shape={self.shape}, dtype={self._value.dtype})"
 
 
-def _copy_into(window: Any, new: Any, what: str) -> None:
-    """``window[...] = new``, with the shape and dtype checked first.
-
-    Another dtype is refused rather than cast: writing float64 values into a float32 θ
-    would round them silently (a float64 gradient check would lose nine digits)."""
-    if tuple(new.shape) != tuple(window.shape):
+def _check_shape(current: Any, new: Any, what: str) -> None:
+    """Another shape or dtype is refused: another dtype would be rounded silently into a
+    float32 θ (a float64 gradient check would lose nine digits)."""
+    if tuple(new.shape) != tuple(current.shape):
         raise ShapeError(
             f"cannot assign an array of shape {tuple(new.shape)} to {what}, of shape "
-            f"{tuple(window.shape)}"
+            f"{tuple(current.shape)}"
         )
-    if new.dtype != window.dtype:
+    if new.dtype != current.dtype:
         raise DataError(
             f"cannot assign an array of dtype {new.dtype} to {what}, of dtype "
-            f"{window.dtype} (values are not rounded silently): convert the array to "
-            f"{window.dtype} first, or build the model in the array's dtype, e.g. "
+            f"{current.dtype} (values are not rounded silently): convert the array to "
+            f"{current.dtype} first, or build the model in the array's dtype, e.g. "
             'nn.Dense(..., dtype="float64") or nn.mlp(..., dtype="float64")'
         )
+
+
+def _copy_into(window: Any, new: Any, what: str) -> None:
+    """``window[...] = new``, with the shape and dtype checked first."""
+    _check_shape(window, new, what)
     window[...] = new
 
 
@@ -271,6 +282,9 @@ def views_alias(xp: Any, dtype: Any, device: Any) -> bool:
     aliasing = _ALIASING.get(key)
     if aliasing is None:
         flat = xp.zeros((6,), dtype=dtype, device=device)
+        if not mutable(flat):  # JAX: immutable arrays, each parameter an array of its own
+            _ALIASING[key] = False
+            return False
         window = xp.reshape(flat[2:6], (2, 2))
         flat[...] = 1.0  # seen through the window: window sums to 4
         seen = float(xp.sum(window)) == 4.0
