@@ -86,7 +86,9 @@ def tests(session: nox.Session, backend: str, device: str, requirements: str | N
     # the trusted gradients and updates) and array-api-strict, so that the cross-backend
     # tests (same seed, same weights on every backend) run in every session too.
     _install(session, "-r", requirements, *REFERENCES)
-    _install(session, "-e", ".[test]")
+    # numba (the fused optimizer step) with numpy: tests/test_fused.py holds it to the
+    # standard path, which the other sessions (without numba) take
+    _install(session, "-e", ".[test,numba]" if backend == "numpy" else ".[test]")
     env = {"NNSCRATCH_BACKEND": backend, **_data_env()}
     if device:
         env["NNSCRATCH_DEVICE"] = device

@@ -59,6 +59,9 @@ GRID = ((128, 64), (128, 128), (128, 1024),
 QUICK_GRID = ((128, 128), (2048, 128))
 TORCH = "PyTorch cpu (Adam)"
 NNSCRATCH = "nnscratch numpy (fit)"
+BASELINE = "nnscratch numpy (fit), baseline revision"
+MIN_STEPS = 5
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def layer_sizes(hidden: int) -> tuple[int, ...]:
@@ -74,21 +77,23 @@ def initial_weights(hidden: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """nnscratch's initial (weight, bias) per Dense layer, as float32 host arrays."""
     with nn.use_backend("numpy"):
         nn.seed(SEED)
-        model = build_model(hidden)
+        model = build_model(nn, hidden)
         return [(np.array(layer.weight.value), np.array(layer.bias.value))
                 for layer in model.layers if isinstance(layer, nn.Dense)]
 
 
-def build_model(hidden: int, initial: list[tuple[np.ndarray, np.ndarray]] | None = None
-                ) -> nn.Sequential:
+def build_model(library: Any, hidden: int,
+                initial: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Any:
+    """The MLP built by ``library`` (nnscratch, or the baseline's copy of it)."""
     sizes = layer_sizes(hidden)
-    layers: list[nn.Layer] = []
+    layers: list[Any] = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Dense(fan_in, fan_out), nn.ReLU()]
-    model = nn.Sequential(*layers[:-1])
+        layers += [library.Dense(fan_in, fan_out), library.ReLU()]
+    model = library.Sequential(*layers[:-1])
     if initial is not None:
         for layer, (weight, bias) in zip(
-                [layer for layer in model.layers if isinstance(layer, nn.Dense)], initial):
+                [layer for layer in model.layers if isinstance(layer, library.Dense)],
+                initial):
             layer.weight.value = np.array(weight, copy=True)
             layer.bias.value = np.array(bias, copy=True)
     return model
@@ -105,54 +110,100 @@ def torch_model(torch: Any, initial: list[tuple[np.ndarray, np.ndarray]]) -> Any
     return torch.nn.Sequential(*layers[:-1])
 
 
+def fit_epoch(library: Any, hidden: int, batch: int,
+              initial: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+    """An epoch of ``library``'s ``fit`` (numpy backend, Adam) on given host data."""
+    library.use_backend("numpy")
+    model = build_model(library, hidden, initial)
+    optimizer = library.Adam(lr=LR, betas=BETAS, eps=EPS)
+
+    def epoch(Xb: np.ndarray, yb: np.ndarray) -> None:
+        library.use_backend("numpy")
+        model.fit(Xb, yb, loss=library.SoftmaxCrossEntropy(), optimizer=optimizer,
+                  epochs=1, batch_size=batch, seed=SEED, verbose=0)
+
+    return epoch
+
+
 def measure_pair(torch: Any, X: np.ndarray, y: np.ndarray, hidden: int, batch: int,
-                 rounds: int, seconds: float) -> dict[str, Any]:
-    """Interleaved rounds of nnscratch ``fit`` and PyTorch eager for one (h, batch)."""
+                 rounds: int, seconds: float, baseline: Any = None) -> dict[str, Any]:
+    """Interleaved rounds of nnscratch ``fit``, PyTorch eager (and the baseline's
+    ``fit``) for one (h, batch)."""
     initial = initial_weights(hidden)
-    nn.use_backend("numpy")
-    model = build_model(hidden, initial)
-    optimizer = nn.Adam(lr=LR, betas=BETAS, eps=EPS)
+    epochs = {NNSCRATCH: fit_epoch(nn, hidden, batch, initial)}
+    if baseline is not None:
+        epochs[BASELINE] = fit_epoch(baseline, hidden, batch, initial)
     t_model = torch_model(torch, initial)
     t_optimizer = torch.optim.Adam(t_model.parameters(), lr=LR, betas=BETAS, eps=EPS)
 
-    def nn_epoch(Xb: np.ndarray, yb: np.ndarray) -> None:
-        model.fit(Xb, yb, loss=nn.SoftmaxCrossEntropy(), optimizer=optimizer, epochs=1,
-                  batch_size=batch, seed=SEED, verbose=0)
+    def torch_run(Xb: np.ndarray, yb: np.ndarray) -> None:
+        torch_epoch(torch, t_model, t_optimizer, torch.from_numpy(Xb), torch.from_numpy(yb),
+                    batch)
 
-    def torch_run(Xb: Any, yb: Any) -> None:
-        torch_epoch(torch, t_model, t_optimizer, Xb, yb, batch)
-
+    epochs[TORCH] = torch_run
     # warm-up: two steps each, timed, to choose how many steps a round takes
     X_warm, y_warm = sample_subset(X, y, 2 * batch)
-    tX_warm, ty_warm = torch.from_numpy(X_warm), torch.from_numpy(y_warm)
-    nn_epoch(X_warm, y_warm)
-    torch_run(tX_warm, ty_warm)
+    for epoch in epochs.values():
+        epoch(X_warm, y_warm)
     start = time.perf_counter()
-    nn_epoch(X_warm, y_warm)
-    torch_run(tX_warm, ty_warm)
-    per_step = (time.perf_counter() - start) / 4
-    steps = max(3, min(200, round(seconds / per_step / 2)))
+    for epoch in epochs.values():
+        epoch(X_warm, y_warm)
+    per_step = (time.perf_counter() - start) / (2 * len(epochs))
+    steps = max(MIN_STEPS, min(200, round(seconds / per_step)))
     X_run, y_run = sample_subset(X, y, steps * batch)
-    tX, ty = torch.from_numpy(X_run), torch.from_numpy(y_run)
-    candidates = [Candidate(NNSCRATCH, lambda: nn_epoch(X_run, y_run), steps),
-                  Candidate(TORCH, lambda: torch_run(tX, ty), steps)]
+    candidates = [Candidate(name, lambda epoch=epoch: epoch(X_run, y_run), steps)
+                  for name, epoch in epochs.items()]
     run_interleaved(candidates, rounds)
-    ours, theirs = candidates
-    return {
+    seconds_of = {candidate.name: candidate.seconds for candidate in candidates}
+    row = {
         "hidden": hidden, "batch": batch, "parameters": parameter_count(hidden),
         "steps": steps, "rounds": rounds,
         "ms_per_step": {c.name: spread([s * 1e3 for s in c.seconds]) for c in candidates},
-        "torch_over_nnscratch": ratio(theirs.seconds, ours.seconds),
+        "torch_over_nnscratch": ratio(seconds_of[TORCH], seconds_of[NNSCRATCH]),
     }
+    if baseline is not None:
+        row["torch_over_baseline"] = ratio(seconds_of[TORCH], seconds_of[BASELINE])
+        row["baseline_over_nnscratch"] = ratio(seconds_of[BASELINE], seconds_of[NNSCRATCH])
+    return row
+
+
+def import_baseline(revision: str) -> Any:
+    """nnscratch as it was at the git ``revision``, imported as ``nnscratch_baseline``
+    (a copy of its package in a temporary directory: its imports are relative), so that
+    the same run times the code before and after a change, interleaved."""
+    import importlib
+    import io
+    import subprocess
+    import tarfile
+    import tempfile
+
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "nnscratch"],
+                             capture_output=True, check=True).stdout
+    directory = Path(tempfile.mkdtemp(prefix="nnscratch-baseline-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    (directory / "nnscratch").rename(directory / "nnscratch_baseline")
+    sys.path.insert(0, str(directory))
+    return importlib.import_module("nnscratch_baseline")
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cells = [[str(row["hidden"]), str(row["batch"]), f"{row['parameters'] / 1e6:.2f}M",
-              f"{row['ms_per_step'][NNSCRATCH]['median']:.2f}",
-              f"{row['ms_per_step'][TORCH]['median']:.2f}",
-              format_range(row["torch_over_nnscratch"])] for row in rows]
-    print_flush(table(["hidden", "batch", "θ", "nnscratch ms/step", "torch ms/step",
-                       "torch / nnscratch [min-max]"], cells, align_left=0))
+    baseline = "torch_over_baseline" in rows[0]
+    headers = ["hidden", "batch", "θ", "nnscratch ms/step", "torch ms/step",
+               "torch / nnscratch [min-max]"]
+    if baseline:
+        headers += ["baseline ms/step", "torch / baseline", "baseline / nnscratch"]
+    cells = []
+    for row in rows:
+        ms = row["ms_per_step"]
+        cells.append([str(row["hidden"]), str(row["batch"]), f"{row['parameters'] / 1e6:.2f}M",
+                      f"{ms[NNSCRATCH]['median']:.2f}", f"{ms[TORCH]['median']:.2f}",
+                      format_range(row["torch_over_nnscratch"])])
+        if baseline:
+            cells[-1] += [f"{ms[BASELINE]['median']:.2f}",
+                          format_range(row["torch_over_baseline"]),
+                          format_range(row["baseline_over_nnscratch"])]
+    print_flush(table(headers, cells, align_left=0))
 
 
 def parse_grid(text: str) -> tuple[tuple[int, int], ...]:
@@ -173,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data", default=None)
+    parser.add_argument("--baseline", default=None, metavar="REVISION",
+                        help="also time nnscratch as of this git revision (e.g. main), "
+                        "interleaved in the same rounds")
     parser.add_argument("--label", default="scaling",
                         help="the section of the results file (e.g. scaling-before)")
     parser.add_argument("--results", default=None, help="results file (default: per machine)")
@@ -191,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     X, y, source = load_data(args.data, download=False)
     print_flush(f"784-h-h-10, Adam, {args.threads} threads, data: {source}; "
                 f"load average {load_at_start}")
+    baseline = import_baseline(args.baseline) if args.baseline else None
     rows = []
     for hidden, batch in grid:
-        row = measure_pair(torch, X, y, hidden, batch, args.rounds, args.seconds)
+        row = measure_pair(torch, X, y, hidden, batch, args.rounds, args.seconds, baseline)
         rows.append(row)
         print_flush(f"h={hidden} batch={batch}: torch/nnscratch "
                     f"{format_range(row['torch_over_nnscratch'])} "
@@ -204,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     print_flush(f"\nlowest median ratio {lowest:.2f} (target >= 1.0 at every size)")
     path = Path(args.results) if args.results else results_path_for()
     write_results(path, args.label, {"date": now(), "threads": args.threads, "data": source,
+                                     "baseline": args.baseline,
                                "rows": rows, "environment": environment(None, load_at_start)})
     return 0
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import namespace
+from .backend import fused_update, namespace
 from .errors import ConfigError
 from .parameters import Parameter, ParameterVector
 
@@ -48,6 +48,14 @@ def _non_negative(name: str, value: float) -> float:
     return float(value)
 
 
+def _fused_rule_is_current(cls: type) -> bool:
+    """True when ``cls.fused_rule`` describes ``cls.update``: both come from the same
+    class (a subclass that overrides ``update`` alone keeps its own update)."""
+    def owner(name: str) -> type:
+        return next(base for base in cls.__mro__ if name in vars(base))
+    return owner("update") is owner("fused_rule")
+
+
 class Optimizer:
     """Base class: learning rate ``lr``, step counter ``t``, state per parameter.
 
@@ -70,7 +78,9 @@ class Optimizer:
         self.t += 1
         vector = getattr(params, "vector", None)
         if vector is not None and vector.ready():
-            self.update(vector, vector.value, vector.grad)  # θ ← update(θ, ∇θ)
+            rule = self.fused_rule() if _fused_rule_is_current(type(self)) else None
+            if not fused_update(rule, vector.value, vector.grad, self.slots(vector)):
+                self.update(vector, vector.value, vector.grad)  # θ ← update(θ, ∇θ)
         else:
             for param in params:
                 if param.grad is not None:
@@ -83,6 +93,12 @@ class Optimizer:
         """Update ``w`` (a parameter's value, or all of θ) in place from its gradient
         ``g``; ``param`` keys the state."""
         raise NotImplementedError
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        """This step's ``update`` as a rule name and its coefficients, for a backend that
+        runs it as one fused loop over θ (``backend.fused_update``: the same equations,
+        one pass, no temporaries); None where there is no fused form."""
+        return None
 
     def decay_factors(self) -> tuple[float, ...]:
         """The factors by which this optimizer's state shrinks in a step with g = 0."""
@@ -188,6 +204,9 @@ class SGD(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return (self.momentum,)
 
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        return "sgd", (self.lr, self.momentum, float(self.nesterov), self.weight_decay)
+
     def update(self, param: Any, w: Any, g: Any) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * w
@@ -226,6 +245,9 @@ class RMSprop(Optimizer):
 
     def decay_factors(self) -> tuple[float, ...]:
         return (self.alpha, self.momentum)
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        return "rmsprop", (self.lr, self.alpha, self.eps, self.momentum, self.weight_decay)
 
     def update(self, param: Any, w: Any, g: Any) -> None:
         xp = namespace(w)
@@ -292,6 +314,10 @@ class Adam(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return self.betas
 
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        # the last coefficient shrinks w first: 1 here, 1 − α λ in AdamW
+        return "adam", (*self.betas, self._step_size, self._step_eps, self.weight_decay, 1.0)
+
     def update(self, param: Any, w: Any, g: Any) -> None:
         beta1, beta2 = self.betas
         if self.weight_decay:
@@ -329,6 +355,11 @@ class AdamW(Adam):
         if self.decoupled_weight_decay:
             w *= 1.0 - self.lr * self.decoupled_weight_decay
         super().update(param, w, g)
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        beta1, beta2 = self.betas
+        shrink = 1.0 - self.lr * self.decoupled_weight_decay
+        return "adam", (beta1, beta2, self._step_size, self._step_eps, 0.0, shrink)
 
     def config(self) -> dict[str, Any]:
         config = super().config()

@@ -2,9 +2,10 @@
 
 Layers, activations, losses, optimizers, metrics and the training loop must never
 import an array library; they use the namespace of the arrays they receive. Only the
-host-boundary modules may: backend.py, random.py, data.py, io.py, _files.py, plots.py
-(plotting takes host arrays, as ARCHITECTURE.md's principle 1 allows), images.py (digit
-pictures are preprocessed on the host), distributed.py (it hands arrays' memory to MPI
+host-boundary modules may: backend.py (and _fused.py, its fused optimizer kernels),
+random.py, data.py, io.py, _files.py, plots.py (plotting takes host arrays, as
+ARCHITECTURE.md's principle 1 allows), images.py (digit pictures are preprocessed on the
+host), distributed.py (it hands arrays' memory to MPI
 through NumPy, and CuPy arrays to NCCL) and the datasets package.
 """
 
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nnscratch"
-HOST_BOUNDARY = {"backend.py", "random.py", "data.py", "io.py", "_files.py", "plots.py",
-                 "images.py", "distributed.py"}
+HOST_BOUNDARY = {"backend.py", "_fused.py", "random.py", "data.py", "io.py", "_files.py",
+                 "plots.py", "images.py", "distributed.py"}
 ARRAY_LIBRARIES = {"numpy", "cupy", "torch", "array_api_strict"}
 
 
