@@ -206,6 +206,56 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print_flush(table(headers, cells, align_left=0))
 
 
+def memory_child(hidden: int, batch: int, steps: int = 3) -> dict[str, Any]:
+    """Peak traced memory of ``steps`` steps of ``fit`` (numpy backend, Adam; the peak of
+    building the model apart) against the
+    bytes a step needs: θ, ∇θ, Adam's two moments and one batch's activations (the
+    input, each Dense's and each ReLU's output). Run in a child process (``--memory``):
+    tracing starts after the data is made, so the peak is the training's own."""
+    import json
+    import tracemalloc
+
+    rng = np.random.default_rng(SEED)
+    X = rng.random((steps * batch, 784), dtype=np.float32)
+    y = rng.integers(0, 10, steps * batch)
+    tracemalloc.start()
+    nn.seed(SEED)
+    model = build_model(nn, hidden)
+    _, build_peak = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    optimizer = nn.Adam(lr=LR, betas=BETAS, eps=EPS)
+    model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=optimizer, epochs=1,
+              batch_size=batch, seed=SEED, verbose=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    theta = model.parameters().vector.value.nbytes
+    itemsize = 4
+    activations = batch * (784 + 4 * hidden + 10) * itemsize
+    needed = {"theta": theta, "grad": theta, "adam_state": 2 * theta,
+              "activations": activations}
+    result = {"hidden": hidden, "batch": batch, "peak_bytes": peak, "needed_bytes": needed,
+              "build_peak_bytes": build_peak,
+              "ratio_with_grad": peak / sum(needed.values()),
+              "ratio_without_grad": peak / (sum(needed.values()) - theta)}
+    print(json.dumps(result))
+    return result
+
+
+def measure_memory(hidden: int, batch: int, fused: bool) -> dict[str, Any]:
+    """``memory_child`` in a fresh process (NNSCRATCH_FUSED on or off)."""
+    import json
+    import subprocess
+
+    env = {**os.environ, "NNSCRATCH_FUSED": "1" if fused else "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                       os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, __file__, "--memory-child", f"{hidden}x{batch}"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["fused"] = fused
+    return result
+
+
 def parse_grid(text: str) -> tuple[tuple[int, int], ...]:
     pairs = []
     for item in text.split(","):
@@ -227,10 +277,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=None, metavar="REVISION",
                         help="also time nnscratch as of this git revision (e.g. main), "
                         "interleaved in the same rounds")
+    parser.add_argument("--memory", type=parse_grid, default=None, metavar="HxB",
+                        help="peak memory of fit at these pairs (fused and standard path), "
+                        "e.g. 4096x512; no timing")
+    parser.add_argument("--memory-child", type=parse_grid, default=None,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--label", default="scaling",
                         help="the section of the results file (e.g. scaling-before)")
     parser.add_argument("--results", default=None, help="results file (default: per machine)")
     args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child[0])
+        return 0
+    if args.memory:
+        results = [measure_memory(hidden, batch, fused) for hidden, batch in args.memory
+                   for fused in (True, False)]
+        mib = 2.0**20
+        for result in results:
+            needed = result["needed_bytes"]
+            print_flush(
+                f"h={result['hidden']} batch={result['batch']} "
+                f"{'fused' if result['fused'] else 'standard path'}: peak "
+                f"{result['peak_bytes'] / mib:.0f} MiB = {result['ratio_with_grad']:.2f}x "
+                f"(θ + ∇θ + Adam state + activations = "
+                f"{sum(needed.values()) / mib:.0f} MiB), "
+                f"{result['ratio_without_grad']:.2f}x without ∇θ; building the model "
+                f"peaked at {result['build_peak_bytes'] / mib:.0f} MiB")
+        path = Path(args.results) if args.results else results_path_for()
+        write_results(path, f"{args.label}-memory", {"date": now(), "runs": results})
+        return 0
     grid = args.sizes or (QUICK_GRID if args.quick else GRID)
     if args.quick:
         args.rounds, args.seconds = min(args.rounds, 2), min(args.seconds, 0.2)
