@@ -13,9 +13,10 @@ number of threads (``--threads``, default 2: numpy's BLAS through threadpoolctl,
 ``torch.set_num_threads``, numba's threads where the fused optimizer runs).
 
 A round is one epoch of ``steps`` steps for each implementation in turn (interleaved,
-see common.py); ``steps`` is chosen per pair from a timed warm-up so that a round lasts
-about ``--seconds``. The ratio torch / nnscratch is taken per round (> 1: nnscratch is
-faster) and the table shows its median and min-max, beside each one's median ms/step.
+see common.py); ``steps`` is chosen per pair from its matmul FLOPs, so that a round lasts
+about ``--seconds`` on the unloaded 2-core machine (at least 2 steps). The ratio
+torch / nnscratch is taken per round (> 1: nnscratch is faster) and the table shows
+its median and min-max, beside each one's median ms/step.
 On a machine shared with other work, the per-round ratios are the numbers to read: the
 load hits both runs of a round alike.
 """
@@ -26,7 +27,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +60,25 @@ QUICK_GRID = ((128, 128), (2048, 128))
 TORCH = "PyTorch cpu (Adam)"
 NNSCRATCH = "nnscratch numpy (fit)"
 BASELINE = "nnscratch numpy (fit), baseline revision"
-MIN_STEPS = 5
+MIN_STEPS = 2
+NOMINAL_RATE = 30e9  # FLOP/s of a step on the 2-core machine, unloaded (for the step count)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def layer_sizes(hidden: int) -> tuple[int, ...]:
+def layer_sizes(hidden: int | str) -> tuple[int, ...]:
+    """784-h-h-10; a spec such as ``"256-128"`` names the hidden widths one by one (the
+    network of bench/mlp.py)."""
+    if isinstance(hidden, str):
+        return (784, *map(int, hidden.split("-")), 10)
     return (784, hidden, hidden, 10)
 
 
-def parameter_count(hidden: int) -> int:
+def parameter_count(hidden: int | str) -> int:
     sizes = layer_sizes(hidden)
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def initial_weights(hidden: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def initial_weights(hidden: int | str) -> list[tuple[np.ndarray, np.ndarray]]:
     """nnscratch's initial (weight, bias) per Dense layer, as float32 host arrays."""
     with nn.use_backend("numpy"):
         nn.seed(SEED)
@@ -82,7 +87,7 @@ def initial_weights(hidden: int) -> list[tuple[np.ndarray, np.ndarray]]:
                 for layer in model.layers if isinstance(layer, nn.Dense)]
 
 
-def build_model(library: Any, hidden: int,
+def build_model(library: Any, hidden: int | str,
                 initial: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Any:
     """The MLP built by ``library`` (nnscratch, or the baseline's copy of it)."""
     sizes = layer_sizes(hidden)
@@ -110,7 +115,21 @@ def torch_model(torch: Any, initial: list[tuple[np.ndarray, np.ndarray]]) -> Any
     return torch.nn.Sequential(*layers[:-1])
 
 
-def fit_epoch(library: Any, hidden: int, batch: int,
+def step_flops(hidden: int | str, batch: int) -> int:
+    """Matmul FLOPs of a step (bench/mlp.py's formula: 3 products per layer, less the
+    first layer's input gradient)."""
+    sizes = layer_sizes(hidden)
+    products = [fan_in * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+    return 2 * batch * (3 * sum(products) - products[0])
+
+
+def steps_per_round(hidden: int | str, batch: int, seconds: float) -> int:
+    """Steps for a round of about ``seconds`` at NOMINAL_RATE: from the FLOPs, not from a
+    timed warm-up, which on a loaded machine picks a count by chance."""
+    return max(MIN_STEPS, min(200, round(seconds * NOMINAL_RATE / step_flops(hidden, batch))))
+
+
+def fit_epoch(library: Any, hidden: int | str, batch: int,
               initial: list[tuple[np.ndarray, np.ndarray]]) -> Any:
     """An epoch of ``library``'s ``fit`` (numpy backend, Adam) on given host data."""
     library.use_backend("numpy")
@@ -125,7 +144,7 @@ def fit_epoch(library: Any, hidden: int, batch: int,
     return epoch
 
 
-def measure_pair(torch: Any, X: np.ndarray, y: np.ndarray, hidden: int, batch: int,
+def measure_pair(torch: Any, X: np.ndarray, y: np.ndarray, hidden: int | str, batch: int,
                  rounds: int, seconds: float, baseline: Any = None) -> dict[str, Any]:
     """Interleaved rounds of nnscratch ``fit``, PyTorch eager (and the baseline's
     ``fit``) for one (h, batch)."""
@@ -141,15 +160,11 @@ def measure_pair(torch: Any, X: np.ndarray, y: np.ndarray, hidden: int, batch: i
                     batch)
 
     epochs[TORCH] = torch_run
-    # warm-up: two steps each, timed, to choose how many steps a round takes
+    # warm-up: two steps each (compilation, first allocations, thread start-up)
     X_warm, y_warm = sample_subset(X, y, 2 * batch)
     for epoch in epochs.values():
         epoch(X_warm, y_warm)
-    start = time.perf_counter()
-    for epoch in epochs.values():
-        epoch(X_warm, y_warm)
-    per_step = (time.perf_counter() - start) / (2 * len(epochs))
-    steps = max(MIN_STEPS, min(200, round(seconds / per_step)))
+    steps = steps_per_round(hidden, batch, seconds)
     X_run, y_run = sample_subset(X, y, steps * batch)
     candidates = [Candidate(name, lambda epoch=epoch: epoch(X_run, y_run), steps)
                   for name, epoch in epochs.items()]
@@ -260,14 +275,15 @@ def parse_grid(text: str) -> tuple[tuple[int, int], ...]:
     pairs = []
     for item in text.split(","):
         hidden, _, batch = item.strip().partition("x")
-        pairs.append((int(hidden), int(batch)))
+        pairs.append((int(hidden) if hidden.isdigit() else hidden, int(batch)))
     return tuple(pairs)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=parse_grid, default=None,
-                        help="pairs hidden x batch, e.g. 128x64,4096x512 (default: the grid)")
+                        help="pairs hidden x batch, e.g. 128x64,4096x512, or 256-128x128 for "
+                        "784-256-128-10 (default: the grid)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.6,
                         help="about how long one implementation's round lasts")
