@@ -19,7 +19,6 @@ NumPy backend takes the standard path.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import warnings
 from typing import Any
@@ -29,12 +28,13 @@ try:
 except ImportError:  # the numba extra is not installed: CuPy's kernels still work
     numba = None
 
-# numba's own thread pool ("workqueue") rather than OpenMP's, unless the user chose one:
+# numba's own thread pool ("workqueue") rather than OpenMP's, unless the user chose one
+# (NUMBA_THREADING_LAYER, or numba.config before this import):
 # OpenMP's workers spin between parallel regions, and on a machine with few cores they
 # took the cores from OpenBLAS's (and back), making a 0.2 ms update 16-24 ms (measured in
 # bench/README.md). The workqueue pool must not be entered by two threads at once: the
 # lock below serializes the kernels (one training step at a time per process anyway).
-if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
+if numba is not None and numba.config.THREADING_LAYER == "default":  # not chosen
     numba.config.THREADING_LAYER = "workqueue"
 _LOCK = threading.Lock()
 
