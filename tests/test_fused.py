@@ -95,9 +95,12 @@ def compare(case: str, dtype: str, monkeypatch, backend: str, kernel: str) -> No
 
 
 @NEEDS_NUMBA
+@pytest.mark.parametrize("threads", ["one thread", "every core"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", list(OPTIMIZERS))
-def test_the_fused_step_is_the_standard_step(case, dtype, monkeypatch):
+def test_the_fused_step_is_the_standard_step(case, dtype, threads, monkeypatch):
+    if threads == "every core":  # the threaded loop, otherwise taken from 1M values on
+        monkeypatch.setattr(fused, "PARALLEL_MIN", 0)
     compare(case, dtype, monkeypatch, "numpy", "numba_update")
 
 
@@ -190,7 +193,7 @@ def test_without_a_writable_cache_the_kernels_are_compiled_per_process(monkeypat
 
     monkeypatch.setattr(fused.numba, "njit", njit)
     with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
-        kernel = fused._compile(fused._sgd)
+        kernel = fused._compile(fused._sgd, parallel=False)
     w, g = np.ones(4), np.full(4, 3.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
