@@ -141,6 +141,8 @@ def fit_epoch(library: Any, hidden: int | str, batch: int,
         model.fit(Xb, yb, loss=library.SoftmaxCrossEntropy(), optimizer=optimizer,
                   epochs=1, batch_size=batch, seed=SEED, verbose=0)
 
+    epoch.weights = lambda: [np.array(layer.weight.value) for layer in model.layers
+                             if isinstance(layer, library.Dense)]
     return epoch
 
 
@@ -160,10 +162,16 @@ def measure_pair(torch: Any, X: np.ndarray, y: np.ndarray, hidden: int | str, ba
                     batch)
 
     epochs[TORCH] = torch_run
-    # warm-up: two steps each (compilation, first allocations, thread start-up)
+    # warm-up: two steps each (compilation, first allocations, thread start-up), from the
+    # same weights on the same samples: the weights after it must agree (the same work)
     X_warm, y_warm = sample_subset(X, y, 2 * batch)
     for epoch in epochs.values():
         epoch(X_warm, y_warm)
+    torch_weights = [np.array(layer.weight.detach().numpy().T) for layer in t_model
+                     if isinstance(layer, torch.nn.Linear)]
+    difference = {name: max(float(np.abs(a - b).max()) for a, b in
+                            zip(epochs[name].weights(), torch_weights))
+                  for name in epochs if name != TORCH}
     steps = steps_per_round(hidden, batch, seconds)
     X_run, y_run = sample_subset(X, y, steps * batch)
     candidates = [Candidate(name, lambda epoch=epoch: epoch(X_run, y_run), steps)
@@ -175,6 +183,7 @@ def measure_pair(torch: Any, X: np.ndarray, y: np.ndarray, hidden: int | str, ba
         "steps": steps, "rounds": rounds,
         "ms_per_step": {c.name: spread([s * 1e3 for s in c.seconds]) for c in candidates},
         "torch_over_nnscratch": ratio(seconds_of[TORCH], seconds_of[NNSCRATCH]),
+        "max_abs_weight_difference_to_torch_after_warmup": difference,
     }
     if baseline is not None:
         row["torch_over_baseline"] = ratio(seconds_of[TORCH], seconds_of[BASELINE])
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=argparse.SUPPRESS)
     parser.add_argument("--label", default="scaling",
                         help="the section of the results file (e.g. scaling-before)")
-    parser.add_argument("--results", default=None, help="results file (default: per machine)")
+    parser.add_argument("--out", default=None, help="results file (default: per machine)")
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(*args.memory_child[0])
@@ -319,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sum(needed.values()) / mib:.0f} MiB), "
                 f"{result['ratio_without_grad']:.2f}x without ∇θ; building the model "
                 f"peaked at {result['build_peak_bytes'] / mib:.0f} MiB")
-        path = Path(args.results) if args.results else results_path_for()
+        path = Path(args.out) if args.out else results_path_for()
         write_results(path, f"{args.label}-memory", {"date": now(), "runs": results})
         return 0
     grid = args.sizes or (QUICK_GRID if args.quick else GRID)
@@ -348,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     lowest = min(statistics.median(row["torch_over_nnscratch"]["samples"]) for row in rows)
     print_flush(f"\nlowest median ratio {lowest:.2f} (target >= 1.0 at every size)")
-    path = Path(args.results) if args.results else results_path_for()
+    path = Path(args.out) if args.out else results_path_for()
     write_results(path, args.label, {"date": now(), "threads": args.threads, "data": source,
                                      "baseline": args.baseline,
                                "rows": rows, "environment": environment(None, load_at_start)})
