@@ -457,3 +457,55 @@ def namespace(array: Any) -> Any:
 
         xp = _NAMESPACE_BY_TYPE[kind] = array_namespace(array)
     return xp
+
+
+# -- the optimizer step as one fused pass (a fast path: the kernels are in _fused.py) ----
+
+FUSED_VARIABLE = "NNSCRATCH_FUSED"
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def fused_enabled() -> bool:
+    """False when ``NNSCRATCH_FUSED`` is ``0`` (or ``false``, ``no``, ``off``): every
+    optimizer then takes its standard path, the array operations of its ``update``."""
+    value = os.environ.get(FUSED_VARIABLE, "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def fused_update(rule: tuple[str, tuple[float, ...]] | None, w: Any, g: Any,
+                 state: dict[str, Any]) -> bool:
+    """Apply one optimizer step to θ as a single fused loop, where the backend has one;
+    True if it did, False if the caller must take the standard path.
+
+    ``rule`` is the optimizer's name for its update and this step's coefficients
+    (``Optimizer.fused_rule``), ``w`` θ and ``g`` ∇θ, ``state`` its θ-sized state arrays
+    (all updated in place). The standard path makes ~10 passes over θ, each with a
+    θ-sized temporary; the fused loop reads and writes each element once, on every core
+    (NumPy arrays, with numba installed) or as one GPU kernel (CuPy). Measured on 5.8M
+    float32 parameters in bench/fused.py; the tests hold it to the standard path.
+    """
+    if rule is None or not fused_enabled():
+        return False
+    library = library_of(w)
+    if library not in ("numpy", "cupy"):
+        return False
+    arrays = [w, g, *state.values()]
+    if not all(library_of(array) == library and array.dtype == w.dtype
+               and array.shape == w.shape and array.ndim == 1
+               and array.flags.c_contiguous for array in arrays):
+        return False
+    if np.dtype(w.dtype) not in _FLOAT_DTYPES:
+        return False
+    kernels = _fused_kernels()
+    if library == "numpy":
+        if kernels.numba is None or not w.flags.writeable:
+            return False
+        kernels.numba_update(rule[0], rule[1], w, g, state)
+    else:
+        kernels.cupy_update(rule[0], rule[1], w, g, state)
+    return True
+
+
+def _fused_kernels() -> Any:
+    """nnscratch._fused, imported on first use (it imports numba, ~0.3 s)."""
+    return importlib.import_module(f"{__package__}._fused")

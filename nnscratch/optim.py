@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import namespace
+from .backend import fused_update, namespace
 from .errors import ConfigError
 from .parameters import Parameter, ParameterVector
 
@@ -46,6 +46,14 @@ def _non_negative(name: str, value: float) -> float:
     if not value >= 0.0:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
     return float(value)
+
+
+def _fused_rule_is_current(cls: type) -> bool:
+    """True when ``cls.fused_rule`` describes ``cls.update``: both come from the same
+    class (a subclass that overrides ``update`` alone keeps its own update)."""
+    def owner(name: str) -> type:
+        return next(base for base in cls.__mro__ if name in vars(base))
+    return owner("update") is owner("fused_rule")
 
 
 class Optimizer:
@@ -98,7 +106,9 @@ class Optimizer:
         the new values (immutable arrays: JAX)."""
         vector = getattr(params, "vector", None)
         if vector is not None and vector.ready():
-            self.update(vector, vector.value, vector.grad)  # θ ← update(θ, ∇θ), in place
+            rule = self.fused_rule() if _fused_rule_is_current(type(self)) else None
+            if not fused_update(rule, vector.value, vector.grad, self.slots(vector)):
+                self.update(vector, vector.value, vector.grad)  # θ ← update(θ, ∇θ), in place
         else:
             for param in params:
                 if param.grad is not None:
@@ -115,6 +125,12 @@ class Optimizer:
         which ``step`` stores. State arrays are stored back into ``slots(param)`` alike.
         """
         raise NotImplementedError
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        """This step's ``update`` as a rule name and its coefficients, for a backend that
+        runs it as one fused loop over θ (``backend.fused_update``: the same equations,
+        one pass, no temporaries); None where there is no fused form."""
+        return None
 
     def decay_factors(self) -> tuple[float, ...]:
         """The factors by which this optimizer's state shrinks in a step with g = 0."""
@@ -250,6 +266,9 @@ class SGD(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return (self.momentum,)
 
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        return "sgd", (self.lr, self.momentum, float(self.nesterov), self.weight_decay)
+
     def update(self, param: Any, w: Any, g: Any) -> Any:
         if self.weight_decay:
             g = g + self.weight_decay * w
@@ -290,6 +309,9 @@ class RMSprop(Optimizer):
 
     def decay_factors(self) -> tuple[float, ...]:
         return (self.alpha, self.momentum)
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        return "rmsprop", (self.lr, self.alpha, self.eps, self.momentum, self.weight_decay)
 
     def update(self, param: Any, w: Any, g: Any) -> Any:
         xp = namespace(w)
@@ -362,6 +384,10 @@ class Adam(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return self.betas
 
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        # the last coefficient shrinks w first: 1 here, 1 − α λ in AdamW
+        return "adam", (*self.betas, self._step_size, self._step_eps, self.weight_decay, 1.0)
+
     def update(self, param: Any, w: Any, g: Any) -> Any:
         beta1, beta2 = self.betas
         if self.weight_decay:
@@ -401,6 +427,11 @@ class AdamW(Adam):
         if self.decoupled_weight_decay:
             w *= 1.0 - self.lr * self.decoupled_weight_decay
         return super().update(param, w, g)
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        beta1, beta2 = self.betas
+        shrink = 1.0 - self.lr * self.decoupled_weight_decay
+        return "adam", (beta1, beta2, self._step_size, self._step_eps, 0.0, shrink)
 
     def config(self) -> dict[str, Any]:
         config = super().config()
