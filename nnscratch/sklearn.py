@@ -393,7 +393,13 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
     and ``predict`` the class of the largest logit. ``classes_`` holds the labels (any
     labels sklearn accepts), ``loss_curve_`` the loss of every epoch, ``n_iter_`` the
-    epochs trained."""
+    epochs trained.
+
+    The defaults are sklearn's MLPClassifier's. On the digits (``cross_val_score`` of a
+    ``StandardScaler`` pipeline, ``cv=5``) they give what sklearn's gives, about 0.94;
+    ``hidden_layer_sizes=(256,), input_dropout=0.3, dropout=0.3,
+    learning_rate_init=3e-3, n_iter_no_change=20`` gives about 0.95 on average (0.943 to
+    0.957 over 16 draws) at 1.5 × sklearn's time (bench/README.md)."""
 
     _is_classifier = True
 
