@@ -24,6 +24,7 @@ from .activations import (
 from .backend import BACKENDS, Backend, get_backend, synchronize, to_numpy, use_backend
 from .callbacks import Callback, EarlyStopping, History, ProgressBar
 from .checkpoint import Checkpoint, Run, resume
+from .conv import AvgPool2D, Conv2D, MaxPool2D
 from .data import MeanNormalizer, MinMaxScaler, StandardScaler, train_validation_split
 from .errors import (
     BackendError,
@@ -66,7 +67,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "Backend", "get_backend", "use_backend", "synchronize", "to_numpy", "seed",
-    "Layer", "Parameter", "Dense", "Dropout", "Flatten",
+    "Layer", "Parameter", "Dense", "Dropout", "Flatten", "Conv2D", "MaxPool2D", "AvgPool2D",
     "Identity", "Step", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Softplus", "Softmax",
     "get_activation",
     "Loss", "MeanSquaredError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
