@@ -49,6 +49,7 @@ from .losses import (
 )
 from .metrics import accuracy, confusion_matrix
 from .model import Sequential, mlp
+from .normalization import BatchNorm
 from .optim import (
     SGD,
     Adam,
@@ -68,6 +69,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "Backend", "get_backend", "use_backend", "synchronize", "to_numpy", "seed",
     "Layer", "Parameter", "Dense", "Dropout", "Flatten", "Conv2D", "MaxPool2D", "AvgPool2D",
+    "BatchNorm",
     "Identity", "Step", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Softplus", "Softmax",
     "get_activation",
     "Loss", "MeanSquaredError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
