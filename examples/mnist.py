@@ -2,6 +2,7 @@
 
     python examples/mnist.py                             # train: ~98.5% in 10 epochs
     python examples/mnist.py --dataset fashion-mnist     # clothes instead of digits
+    python examples/mnist.py --model cnn                 # a convolutional network (nn.cnn)
     python examples/mnist.py --predict my_digit.png      # read your own digit
     python examples/mnist.py --resume mnist-interrupted.safetensors    # after a Ctrl-C
     mpiexec -n 2 python examples/mnist.py      # two processes, one model, data-parallel
@@ -67,6 +68,8 @@ def dataset_name(text):
 
 SETTINGS = {  # saved with the run and kept on resume: the flag's type, default and help
     "dataset": (dataset_name, "mnist", ", ".join(datasets.DATASETS)),
+    "model": (lambda text: {"mlp": "mlp", "cnn": "cnn"}[text], "mlp",
+              "mlp, or cnn: nn.cnn's convolutional network, trained as nn.CNN_TRAINING says"),
     "hidden": (widths, [512, 256], "hidden layer widths"),
     "epochs": (number(int), 10, "epochs to train"),
     "batch_size": (number(int), 128, "samples per step"),
@@ -113,7 +116,8 @@ def resolve_settings(args, saved=None):
     as the flags are, which the flags may not change (but --epochs: train on, or stop)."""
     given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
     if saved is None:
-        return {**{key: default for key, (_, default, _) in SETTINGS.items()}, **given}
+        defaults = {key: default for key, (_, default, _) in SETTINGS.items()}
+        return {**defaults, **(nn.CNN_TRAINING if given.get("model") == "cnn" else {}), **given}
     try:
         if set(saved) != set(SETTINGS):
             raise ValueError(f"keys {sorted(saved)}")
@@ -154,19 +158,22 @@ def run(args, callbacks=()):
                             fallback=None if args.dataset or args.resume else "digits",
                             root_name="--data")
     backend = nn.get_backend()
-    x_train, y_train, x_val, y_val = (backend.asarray(part) for part in
-                                      dataset.split(VALIDATION, settings["limit"]))
-    x_test, y_test = backend.asarray(dataset.x_test), backend.asarray(dataset.y_test)
+    side, cnn = math.isqrt(dataset.x_train.shape[1]), settings["model"] == "cnn"
+    shape = (-1, 1, side, side) if cnn else (-1, side * side)  # a CNN takes (N, 1, H, W)
+    x_train, y_train, x_val, y_val, x_test, y_test = (
+        backend.asarray(part.reshape(shape) if part.ndim == 2 else part) for part in
+        (*dataset.split(VALIDATION, settings["limit"]), dataset.x_test, dataset.y_test))
     sizes = [dataset.x_train.shape[1], *settings["hidden"], dataset.num_classes]
     if resumed:
         model, optimizer, start = resumed.model, resumed.optimizer, resumed.epoch
         dense = [layer for layer in model.layers if isinstance(layer, nn.Dense)]
-        if [dense[0].in_features] + [layer.out_features for layer in dense] != sizes:
+        if [dense[0].in_features] + [layer.out_features for layer in dense] != sizes and not cnn:
             raise CheckpointError(f"{args.resume} holds a network that is not the "
                                   f"{'-'.join(map(str, sizes))} of its settings")
     else:
         nn.seed(settings["seed"])
-        model, optimizer, start = nn.mlp(sizes), nn.Adam(lr=settings["lr"]), 0
+        model = nn.cnn((1, side, side), dataset.num_classes) if cnn else nn.mlp(sizes)
+        optimizer, start = nn.Adam(lr=settings["lr"]), 0
     saving = dataset.fallback_reason is None  # a stand-in dataset's model is never saved
     writing = saving and comm.rank == 0
     final = Path(args.save or DEFAULT_SAVE)
@@ -175,11 +182,12 @@ def run(args, callbacks=()):
     for path in [final, checkpoint.path, *plots] if saving else plots:
         nn.io.check_writable(path)  # every file the run writes, checked before it starts
     if saving:
-        check_replacing(final, settings["dataset"], sizes[0])
+        check_replacing(final, settings["dataset"], model.in_features)
     print(f"{dataset.name}: {x_train.shape[0]:,} training, {x_val.shape[0]:,} validation, "
           f"{x_test.shape[0]:,} test samples (from {dataset.source})")
-    print(f"backend {backend}; {model.parameter_count():,} parameters "
-          f"({'-'.join(map(str, sizes))}); Adam lr {settings['lr']:g} (cosine decay), batch "
+    print(f"backend {backend}; {model.parameter_count():,} parameters ("
+          f"{'cnn' if cnn else '-'.join(map(str, sizes))}); Adam lr {settings['lr']:g} (cosine "
+          f"decay), batch "
           f"{settings['batch_size']}, {settings['epochs']} epochs, seed {settings['seed']}")
     if resumed:
         print(f"resuming {args.resume} after epoch {start}")

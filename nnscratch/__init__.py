@@ -24,7 +24,7 @@ from .activations import (
 from .backend import BACKENDS, Backend, get_backend, synchronize, to_numpy, use_backend
 from .callbacks import Callback, EarlyStopping, History, ProgressBar
 from .checkpoint import Checkpoint, Run, resume
-from .conv import AvgPool2D, Conv2D, MaxPool2D
+from .conv import CNN_TRAINING, AvgPool2D, Conv2D, MaxPool2D, cnn
 from .data import MeanNormalizer, MinMaxScaler, StandardScaler, train_validation_split
 from .errors import (
     BackendError,
@@ -76,7 +76,8 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
     "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay",
-    "Sequential", "mlp", "Callback", "History", "EarlyStopping", "ProgressBar",
+    "Sequential", "mlp", "cnn", "CNN_TRAINING",
+    "Callback", "History", "EarlyStopping", "ProgressBar",
     "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
     "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",
     "Checkpoint", "Run", "resume", "datasets",

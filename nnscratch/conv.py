@@ -310,6 +310,11 @@ class _Pool2D(Layer):
             grad = _add_into(grad, key, part)
         return _batch_first(grad)
 
+    def output_shape(self, height: int, width: int, channels: int = 1) -> tuple[int, int, int]:
+        """(C, Ho, Wo) for ``channels`` maps of ``height`` × ``width``."""
+        return (channels, _output_size(height, self.kernel_size[0], self.stride[0]),
+                _output_size(width, self.kernel_size[1], self.stride[1]))
+
     def config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 
@@ -382,3 +387,66 @@ class AvgPool2D(_Pool2D):
         keys, image_shape = self._cache
         share = _channels_first(grad_output) / len(keys)
         return self._gradient(lambda k: share, keys, image_shape)
+
+
+CNN_TRAINING = {"epochs": 12, "lr": 2e-3, "batch_size": 128}
+"""What ``cnn()``'s network is trained with in ``examples/mnist.py --model cnn``: Adam at
+this rate, decayed along a cosine to 0 over the epochs, in batches of this size."""
+
+
+def cnn(input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10,
+        channels: tuple[int, ...] = (16, 32), kernel_size: int = 5, hidden: int = 128,
+        dropout: float = 0.25, dtype: str = "float32") -> Any:
+    """A small convolutional network for images of ``input_shape`` (C, H, W): per entry
+    of ``channels``, a stage
+
+        Conv2D(k × k, no padding) → BatchNorm → ReLU → MaxPool2D(2)
+
+    then ``Flatten`` → ``Dense(hidden)`` → ReLU → ``Dropout(dropout)`` → ``Dense(classes)``
+    (logits, for ``SoftmaxCrossEntropy``). On 28 × 28 digits the default is
+    28 → 24 → 12 → 8 → 4: 32·4·4 = 512 features into the dense head. Train it with
+    ``CNN_TRAINING``'s settings.
+    """
+    from .activations import ReLU
+    from .layers import Dense, Dropout, Flatten
+    from .model import Sequential
+    from .normalization import BatchNorm
+
+    depth, height, width = (int(size) for size in input_shape)
+    layers: list[Layer] = []
+    for width_out in channels:
+        conv = Conv2D(depth, width_out, kernel_size, init="he_uniform", dtype=dtype)
+        depth, height, width = conv.output_shape(height, width)
+        if min(height, width) < 2:
+            raise ConfigError(f"images of {tuple(input_shape)} are too small for "
+                              f"{len(channels)} stages of {kernel_size}×{kernel_size} "
+                              "convolutions and 2×2 pooling; use fewer channels entries")
+        height, width = height // 2, width // 2
+        layers += [conv, BatchNorm(depth, dtype=dtype), ReLU(), MaxPool2D(2)]
+    layers += [Flatten(), Dense(depth * height * width, hidden, init="he_normal", dtype=dtype),
+               ReLU(), Dropout(dropout), Dense(hidden, classes, dtype=dtype)]
+    return Sequential(*layers)
+
+
+def image_side(model: Any, largest: int = 512) -> int | None:
+    """The side of the square images a convolutional ``model`` takes (its first layer a
+    ``Conv2D``): the one whose feature maps, through its convolutions and poolings,
+    flatten to the width its first ``Dense`` expects; None if no side up to ``largest``
+    does (or the model does not start with a convolution)."""
+    from .layers import Dense
+
+    if not model.layers or not isinstance(model.layers[0], Conv2D):
+        return None
+    for side in range(1, largest + 1):
+        shape = (model.layers[0].in_channels, side, side)
+        for layer in model.layers:
+            if isinstance(layer, (Conv2D, _Pool2D)):
+                shape = (layer.output_shape(shape[1], shape[2]) if isinstance(layer, Conv2D)
+                         else layer.output_shape(shape[1], shape[2], shape[0]))
+                if min(shape) <= 0:
+                    break
+            elif isinstance(layer, Dense):
+                if layer.in_features == math.prod(shape):
+                    return side
+                break
+    return None
