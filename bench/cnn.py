@@ -5,6 +5,7 @@ array operations per step.
     python bench/cnn.py                     # the numbers in bench/README.md
     python bench/cnn.py --quick             # a smoke test
     python bench/cnn.py --threads 1
+    python bench/cnn.py --gpu               # cupy and torch on CUDA against PyTorch CUDA
 
 The networks (batch 128, 28 × 28 one-channel images, ReLU, softmax cross-entropy, Adam
 lr 1e-3, float32), each built once in nnscratch and copied weight for weight into
@@ -103,7 +104,7 @@ def torch_trainer(torch: Any, model: Any, X: Any, y: Any, steps: int) -> Any:
     generator = np.random.default_rng(0)
 
     def epoch() -> None:
-        order = torch.as_tensor(generator.permutation(steps * BATCH))
+        order = torch.as_tensor(generator.permutation(steps * BATCH), device=X.device)
         Xs, ys = X[order], y[order]  # the epoch's shuffle, as fit's gather
         model.train()
         for step in range(steps):
@@ -116,15 +117,16 @@ def torch_trainer(torch: Any, model: Any, X: Any, y: Any, steps: int) -> Any:
     return epoch
 
 
-def nnscratch_trainer(backend: str, build: Any, X: np.ndarray, y: np.ndarray) -> Any:
-    with nn.use_backend(backend) as device:
+def nnscratch_trainer(backend: str, build: Any, X: np.ndarray, y: np.ndarray,
+                      device_name: str | None = None) -> Any:
+    with nn.use_backend(backend, device=device_name) as device:
         nn.seed(0)
         model, adam, loss = build(), nn.Adam(lr=1e-3), nn.SoftmaxCrossEntropy()
         data = device.asarray(X), device.asarray(y)
     rounds = iter(range(10**9))
 
     def epoch() -> None:
-        with nn.use_backend(backend):
+        with nn.use_backend(backend, device=device_name):
             model.fit(*data, loss=loss, optimizer=adam, epochs=1, batch_size=BATCH,
                       seed=next(rounds))
 
@@ -162,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--networks", default=",".join(NETWORKS),
                         help=f"comma-separated, of: {', '.join(NETWORKS)}")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 5 steps")
+    parser.add_argument("--gpu", action="store_true", help="on CUDA: PyTorch, nnscratch on "
+                        "cupy and on torch")
     parser.add_argument("--results", help="the JSON results file (default bench/results/)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -179,24 +183,29 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.networks.split(","):
         build = NETWORKS[name]
         nn.seed(0)
-        reference = torch_copy(torch, build())
-        candidates = [
-            Candidate("PyTorch CPU eager", torch_trainer(torch, reference, torch.as_tensor(X),
-                                                         torch.as_tensor(y), args.steps),
-                      args.steps),
-            Candidate("nnscratch numpy", nnscratch_trainer("numpy", build, X, y), args.steps),
-            Candidate("nnscratch torch", nnscratch_trainer("torch", build, X, y), args.steps),
-        ]
+        device = "cuda" if args.gpu else "cpu"
+        reference = torch_copy(torch, build()).to(device)
+        sync = torch.cuda.synchronize if args.gpu else (lambda: None)
+        candidates = [Candidate(
+            f"PyTorch {'CUDA' if args.gpu else 'CPU'} eager", torch_trainer(
+                torch, reference, torch.as_tensor(X, device=device),
+                torch.as_tensor(y, device=device), args.steps), args.steps, sync)]
+        for backend, where in ([("cupy", None), ("torch", "cuda")] if args.gpu
+                               else [("numpy", None), ("torch", None)]):
+            with nn.use_backend(backend, device=where):
+                wait = nn.get_backend().synchronize
+            candidates.append(Candidate(f"nnscratch {backend}", nnscratch_trainer(
+                backend, build, X, y, where), args.steps, wait))
         for candidate in candidates:  # warm-up, untimed
             candidate.run()
         run_interleaved(candidates, args.rounds, print_flush)
-        ops = count_ops(build, 5 if args.quick else 20)
+        ops = count_ops(build, 5 if args.quick else 20)  # on the CPU: the same count
         base = candidates[0].seconds
         for candidate in candidates:
             times = spread([1e3 * s for s in candidate.seconds])
             versus = ratio(candidate.seconds, base)
             counted = ops["pytorch"] if candidate is candidates[0] else \
-                ops["nnscratch"] if candidate.name.endswith("torch") else None
+                ops["nnscratch"] if candidate.name.endswith(("torch", "cupy")) else None
             rows.append([name, candidate.name, format_range(times, 1),
                          format_range(versus, 2), "-" if counted is None else f"{counted:g}"])
             results.append({"network": name, "implementation": candidate.name,
@@ -207,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.results or default_results_path()
     write_results(__import__("pathlib").Path(path), "cnn", {
         "date": now(), "batch": BATCH, "rounds": args.rounds, "steps": args.steps,
-        "threads": args.threads, "rows": results, "environment": environment(
+        "threads": args.threads, "gpu": args.gpu, "rows": results, "environment": environment(
             load_at_start=load_at_start)})
     print_flush(f"results: {path}")
     return 0

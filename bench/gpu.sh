@@ -17,7 +17,9 @@
 #   4. bench/mlp.py --gpu-only: nnscratch on cupy and torch CUDA against PyTorch CUDA
 #      eager (and fused Adam): ms/step and array operations per step;
 #   5. bench/opcount.py: the operation counts, by operator;
-#   6. bench/nccl_check.py: nnscratch.distributed's NCCL path, one GPU as one rank.
+#   6. bench/nccl_check.py: nnscratch.distributed's NCCL path, one GPU as one rank;
+#   7. bench/cnn.py --gpu: the CNNs on cupy and torch CUDA against PyTorch CUDA eager;
+#   8. examples/mnist.py --model cnn on the GPU: accuracy, seconds per epoch.
 # Everything goes to OUT_DIR (default $OUT, else bench/results/gpu-<date>): one log per
 # step, summary.txt, and the results JSON.
 set -uo pipefail
@@ -87,8 +89,10 @@ TESTS="tests/test_backend.py tests/test_layers.py tests/test_activations.py test
 step tests 180 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS
 if [ "$BACKEND" = cupy ]; then
   SHORT=""; BENCH="--backends cupy,torch:cuda --gpu-only --rounds 5 --steps 200"
+  CNN_BENCH="--gpu --rounds 5 --steps 100"; CNN_SHORT=""
 else  # the dry run: the same scripts, briefly, on what the CPU has
   SHORT="--epochs 1 --limit 5000"; BENCH="--backends $BACKEND --quick"
+  CNN_BENCH="--quick --networks nn.cnn"; CNN_SHORT="--epochs 1 --limit 1000"
 fi
 # shellcheck disable=SC2086
 step example 90 "$PY" examples/mnist.py --save "$OUT_DIR/digits.safetensors" --quiet $SHORT
@@ -100,6 +104,11 @@ step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-onl
   --out "$OUT_DIR/results.json"
 step opcount 30 "$PY" bench/opcount.py
 step nccl 30 "$PY" bench/nccl_check.py
+# shellcheck disable=SC2086
+step cnn-bench 90 "$PY" bench/cnn.py $CNN_BENCH --results "$OUT_DIR/results.json"
+# shellcheck disable=SC2086
+step cnn-example 120 "$PY" examples/mnist.py --model cnn --save "$OUT_DIR/cnn.safetensors" \
+  --quiet $CNN_SHORT
 say ""
 say "done in $(( $(date +%s) - START ))s; logs in $OUT_DIR"
 rm -rf "$SITE"
