@@ -211,3 +211,42 @@ def test_every_slice_accumulation_goes_through_one_helper():
                 if any(isinstance(target, ast.Subscript) for target in targets):
                     writers.append(function.name)
     assert writers == ["_add_into"]
+
+
+def test_a_cnn_step_is_counted_and_costs_one_slice_per_kernel_offset():
+    """The op count (bench/opcount.py) works on a CNN's fit step: a first convolution of
+    5×5 costs 25 − 9 = 16 more array operations per step than one of 3×3 on
+    array-api-strict (one strided slice per kernel offset; its backward needs no input
+    gradient, so no slice-adds), two on torch (a slice per axis)."""
+    import importlib
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        opcount = importlib.import_module("opcount")
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    counts = {}
+    for backend in ("array_api_strict", "torch"):
+        pytest.importorskip(backend, reason=f"the count is taken on {backend}")
+        for kernel in (3, 5):
+            with nn.use_backend(backend) as device:
+                nn.seed(0)
+                side = (28 - kernel + 1) // 2
+                model = nn.Sequential(nn.Conv2D(1, 4, kernel), nn.ReLU(), nn.MaxPool2D(2),
+                                      nn.Flatten(), nn.Dense(4 * side * side, 10))
+                counts[backend, kernel] = opcount.ops_per_step(
+                    backend, _images_epoch(model, device.xp), 4, 128)
+    assert counts["array_api_strict", 5]["per_step"] - counts["array_api_strict", 3][
+        "per_step"] == 16
+    assert counts["torch", 5]["per_step"] - counts["torch", 3]["per_step"] == 32
+    assert counts["torch", 3]["per_step"] == 143  # pinned: a new operation is noticed
+
+
+def _images_epoch(model, xp):
+    """One fit epoch of ``model`` on opcount's rows of 784 pixels, as 28 × 28 images."""
+    adam, loss = nn.Adam(), nn.SoftmaxCrossEntropy()
+    return lambda X, y: model.fit(xp.reshape(X, (-1, 1, 28, 28)), y, loss=loss,
+                                  optimizer=adam, epochs=1, batch_size=128, seed=1)
