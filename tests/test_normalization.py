@@ -204,3 +204,21 @@ def test_batchnorm_says_what_is_wrong(backend):
     with pytest.raises(nn.ShapeError, match="state 'running_mean' has shape"):
         layer.load_state({"running_mean": backend.asarray(np.zeros(4)),
                           "running_var": backend.asarray(np.zeros(3))})
+
+
+def test_under_mpi_every_rank_starts_from_rank_zeros_statistics(tmp_path):
+    """Two real MPI ranks: rank 1's spoilt running statistics are replaced by rank 0's
+    as fit starts; θ ends the same on both, the statistics each rank's own."""
+    import test_distributed as mpi
+
+    if mpi._mpi_missing():
+        pytest.skip(mpi._mpi_missing())
+    result = mpi.launch(2, tmp_path, program=mpi.ROOT / "tests" / "mpi_programs" /
+                        "batchnorm.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in (0, 1)]
+    np.testing.assert_array_equal(ranks[0]["start_mean"], [0.25, 0.25])
+    np.testing.assert_array_equal(ranks[1]["start_mean"], ranks[0]["start_mean"])
+    np.testing.assert_array_equal(ranks[1]["start_var"], [1.0, 1.0])
+    np.testing.assert_allclose(ranks[1]["theta"], ranks[0]["theta"], rtol=1e-12)
+    assert not np.allclose(ranks[1]["end_mean"], ranks[0]["end_mean"])  # per-rank batches
