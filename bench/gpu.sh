@@ -89,7 +89,7 @@ TESTS="tests/test_backend.py tests/test_layers.py tests/test_activations.py test
 step tests 180 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS
 if [ "$BACKEND" = cupy ]; then
   SHORT=""; BENCH="--backends cupy,torch:cuda --gpu-only --rounds 5 --steps 200"
-  CNN_BENCH="--gpu --rounds 5 --steps 100"; CNN_SHORT=""
+  CNN_BENCH="--gpu --rounds 3 --steps 50"; CNN_SHORT=""
 else  # the dry run: the same scripts, briefly, on what the CPU has
   SHORT="--epochs 1 --limit 5000"; BENCH="--backends $BACKEND --quick"
   CNN_BENCH="--quick --networks nn.cnn"; CNN_SHORT="--epochs 1 --limit 1000"
@@ -105,9 +105,9 @@ step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-onl
 step opcount 30 "$PY" bench/opcount.py
 step nccl 30 "$PY" bench/nccl_check.py
 # shellcheck disable=SC2086
-step cnn-bench 90 "$PY" bench/cnn.py $CNN_BENCH --results "$OUT_DIR/results.json"
+step cnn-bench 45 "$PY" bench/cnn.py $CNN_BENCH --results "$OUT_DIR/results.json"
 # shellcheck disable=SC2086
-step cnn-example 120 "$PY" examples/mnist.py --model cnn --save "$OUT_DIR/cnn.safetensors" \
+step cnn-example 90 "$PY" examples/mnist.py --model cnn --save "$OUT_DIR/cnn.safetensors" \
   --quiet $CNN_SHORT
 say ""
 say "done in $(( $(date +%s) - START ))s; logs in $OUT_DIR"
