@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         for candidate in candidates:  # warm-up, untimed
             candidate.run()
         run_interleaved(candidates, args.rounds, print_flush)
-        ops = count_ops(build, 5 if args.quick else 20)  # on the CPU: the same count
+        ops = count_ops(build, 2 if args.quick else 20)  # on the CPU: the same count
         base = candidates[0].seconds
         for candidate in candidates:
             times = spread([1e3 * s for s in candidate.seconds])

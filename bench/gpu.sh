@@ -105,7 +105,7 @@ step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-onl
 step opcount 30 "$PY" bench/opcount.py
 step nccl 30 "$PY" bench/nccl_check.py
 # shellcheck disable=SC2086
-step cnn-bench 45 "$PY" bench/cnn.py $CNN_BENCH --results "$OUT_DIR/results.json"
+step cnn-bench 75 "$PY" bench/cnn.py $CNN_BENCH --results "$OUT_DIR/results.json"
 # shellcheck disable=SC2086
 step cnn-example 90 "$PY" examples/mnist.py --model cnn --save "$OUT_DIR/cnn.safetensors" \
   --quiet $CNN_SHORT
