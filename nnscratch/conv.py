@@ -118,12 +118,12 @@ class Conv2D(Layer):
     ``padding="same"`` (stride 1 only) pads kh − 1 rows in all, ⌊(kh − 1)/2⌋ on top, so
     the output keeps the input's size.
 
-    As matrices: the patch matrix X (C·kh·kw, N·Ho·Wo) holds every patch as a column (row
+    As matrices: the patch matrix X (C·kh·kw, Ho·Wo·N) holds every patch as a column (row
     (c, i, j) is slice (i, j) of channel c), W₂ = reshape(W, (out, C·kh·kw)), and
 
-        Y = W₂ X + b 1ᵀ                      (out, N·Ho·Wo)
+        Y = W₂ X + b 1ᵀ                      (out, Ho·Wo·N)
 
-    With G = ∂L/∂Y in the same layout, the backward pass is three products and a sum:
+    With G = ∂L/∂Y in the same layout, the backward pass is two products and a sum:
 
         ∂L/∂W₂ = G Xᵀ          ∂L/∂b = G 1          ∂L/∂X = W₂ᵀ G
 
