@@ -8,7 +8,7 @@ tensors and array-api-strict. Choose the backend with ``NNSCRATCH_BACKEND`` or
 
 from __future__ import annotations
 
-from . import datasets, errors
+from . import augment, datasets, errors
 from .activations import (
     ELU,
     Identity,
@@ -80,7 +80,7 @@ __all__ = [
     "Callback", "History", "EarlyStopping", "ProgressBar",
     "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
     "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",
-    "Checkpoint", "Run", "resume", "datasets",
+    "Checkpoint", "Run", "resume", "datasets", "augment",
     "NNScratchError", "BackendError", "ShapeError", "ConfigError", "DataError",
     "DivergenceError", "CheckpointError", "NotDifferentiableError", "StateError",
     "__version__",

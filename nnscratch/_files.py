@@ -1,4 +1,8 @@
-"""Writing files so that a reader never sees half of one.
+"""Reading only regular files, and writing files so that a reader never sees half of one.
+
+``open_regular`` / ``read_regular`` open a path for reading only if it is a regular file
+(checkpoints, pictures and IDX files share them): opening a FIFO blocks until a writer
+comes and a device such as ``/dev/zero`` never ends.
 
 A file is written under a temporary name in the destination folder, flushed to disk,
 and only then renamed onto its final name. ``os.replace`` is atomic on POSIX and
@@ -84,6 +88,49 @@ def refuse_non_regular(path: str | os.PathLike) -> None:
         return
     if not stat.S_ISREG(mode):
         raise NotARegularFileError(path, file_kind(mode))
+
+
+@contextlib.contextmanager
+def open_regular(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
+    """Open ``path`` for reading if it is a regular file; yield the file (unbuffered)
+    and its size. ``NotARegularFileError`` otherwise; the ``OSError`` of ``os.stat`` or
+    ``os.open`` (missing, no permission) as it comes.
+
+    The type is checked before opening, because opening a FIFO blocks and a device may
+    never end; and again on the open file, because the name may have been replaced in
+    between (``O_NONBLOCK`` keeps even that open from blocking).
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotARegularFileError(path, file_kind(mode))
+    fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFileError(path, file_kind(info.st_mode))
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+        yield handle, info.st_size
+
+
+def read_into(handle: BinaryIO, buffer: bytearray | memoryview) -> int:
+    """Fill ``buffer`` from ``handle``; the number of bytes read (fewer at end of file)."""
+    view, filled = memoryview(buffer), 0
+    while filled < len(view):
+        count = handle.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def read_regular(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``, a regular file (see ``open_regular``)."""
+    with open_regular(path) as (handle, size):
+        data = bytearray(size)
+        data = data[:read_into(handle, data)]
+        rest = handle.read()  # a file that grew while it was read
+        return bytes(data + rest) if rest else bytes(data)
 
 
 @contextlib.contextmanager

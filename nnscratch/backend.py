@@ -295,6 +295,27 @@ def synchronize() -> None:
     get_backend().synchronize()
 
 
+# The variables by which users size the BLAS and OpenMP thread pools themselves.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def limit_threads(threads: int) -> bool:
+    """At most ``threads`` threads in this process's BLAS and OpenMP pools (through
+    threadpoolctl, which finds the loaded OpenBLAS, MKL, BLIS and OpenMP libraries), and
+    in PyTorch's own pool where PyTorch is loaded. False where threadpoolctl is missing
+    (PyTorch's pool is limited all the same)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(limits=threads)
+    return True
+
+
 # The libraries whose ``matmul`` takes ``out=`` (a fast path: see ``matmul_into``).
 MATMUL_OUT_LIBRARIES = {"numpy", "cupy", "torch"}
 

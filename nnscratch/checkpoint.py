@@ -127,8 +127,9 @@ def resume(path: str | os.PathLike) -> Run:
     """The run saved at ``path`` by a ``Checkpoint``, on the active backend; the random
     streams are put back as they were when it was saved. Raises ``CheckpointError`` for
     a file that is not such a checkpoint or whose run metadata is not valid."""
-    name = os.fspath(path)
-    metadata = io.read_metadata(path)
+    saved = io.read(path)  # once: the model, the optimizer and the run come from it
+    name = saved.path
+    metadata = io.read_metadata(saved)
     missing = [key for key in (EPOCH_KEY, HISTORY_KEY, SETTINGS_KEY, RANDOM_KEY)
                if key not in metadata]
     if missing:
@@ -138,10 +139,10 @@ def resume(path: str | os.PathLike) -> Run:
         )
     epoch = _epoch(name, metadata[EPOCH_KEY])
     history = _history(name, _json(name, HISTORY_KEY, metadata[HISTORY_KEY]), epoch)
-    settings = read_settings(path)
+    settings = read_settings(saved)
     random_state = _json(name, RANDOM_KEY, metadata[RANDOM_KEY])
-    model = io.load(path)
-    optimizer = io.read_optimizer(path, model)
+    model = io.load(saved)
+    optimizer = io.read_optimizer(saved, model)
     if optimizer is None:
         raise CheckpointError(f"{name} holds no optimizer state, so training cannot resume")
     try:
@@ -151,10 +152,10 @@ def resume(path: str | os.PathLike) -> Run:
     return Run(name, model, optimizer, epoch, history, settings)
 
 
-def read_settings(path: str | os.PathLike) -> dict[str, Any]:
+def read_settings(path: str | os.PathLike | io.CheckpointFile) -> dict[str, Any]:
     """The settings saved with the run at ``path`` (an empty dict for a model saved
     without them), without loading the run."""
-    name = os.fspath(path)
+    name = path.path if isinstance(path, io.CheckpointFile) else os.fspath(path)
     text = io.read_metadata(path).get(SETTINGS_KEY)
     settings = {} if text is None else _json(name, SETTINGS_KEY, text)
     if not isinstance(settings, dict):

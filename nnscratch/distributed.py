@@ -46,12 +46,20 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .backend import get_backend, library_of, namespace, use_backend
+from .backend import (
+    THREAD_VARIABLES,
+    get_backend,
+    library_of,
+    limit_threads,
+    namespace,
+    use_backend,
+)
 from .errors import BackendError, ConfigError
 
 # Environment variables by which MPI launchers tell a process its world size:
@@ -62,7 +70,8 @@ LAUNCH_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZ
 LAUNCH_RANK_VARIABLES = ("PMIX_RANK",)
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
 ABORT_GRACE_SECONDS = 1.0  # for the launcher to pass on a failing rank's last words
-MPI_INSTALL_HINT = "pip install 'nnscratch[mpi]' (mpi4py, and MPICH with its mpiexec)"
+MPI_INSTALL_HINT = ("pip install 'nnscratch[mpi]' (mpi4py, MPICH with its mpiexec, and "
+                    "threadpoolctl)")
 
 
 class Communicator:
@@ -75,6 +84,15 @@ class Communicator:
     rank = 0
     size = 1
     local_rank = 0  # the rank among the processes on this machine (selects the GPU)
+    local_size = 1  # the ranks on this machine, which share its cores
+    threads: int | None = None  # BLAS/OpenMP threads per rank (None: the libraries' choice)
+
+    def describe(self) -> str:
+        """The processes and threads of the run, e.g. ``2 ranks × 1 thread``."""
+        ranks = f"{self.size} rank{'s' * (self.size != 1)}"
+        if self.threads is None:
+            return ranks
+        return f"{ranks} × {self.threads} thread{'s' * (self.threads != 1)}"
 
     def allreduce_(self, array: Any) -> Any:
         """Sum ``array`` over the ranks, in place on every rank; returns it."""
@@ -116,7 +134,8 @@ class MPICommunicator(Communicator):
         self.rank, self.size = world.Get_rank(), world.Get_size()
         # The ranks that share this machine's memory, in order: the standard MPI-3 way
         # to the local rank, whatever the launcher's environment variables.
-        self.local_rank = world.Split_type(mpi.COMM_TYPE_SHARED, key=self.rank).Get_rank()
+        machine = world.Split_type(mpi.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank, self.local_size = machine.Get_rank(), machine.Get_size()
         self._nccl: _NCCL | None = None
 
     def allreduce_(self, array: Any) -> Any:
@@ -262,6 +281,9 @@ def init() -> Communicator:
 
     * selects one GPU per rank (``cuda:<local rank>``) when the active backend is CuPy and
       ``NNSCRATCH_DEVICE`` does not choose one: call it after choosing the backend;
+    * gives each rank its share of the machine's cores, ⌊cores / ranks on it⌋ BLAS and
+      OpenMP threads (threadpoolctl), unless ``OMP_NUM_THREADS`` or the like is set:
+      ``comm.threads``, and ``comm.describe()`` says e.g. "2 ranks × 1 thread";
     * makes an uncaught exception on any rank print its traceback, marked with the rank,
       and end every rank (``MPI_Abort``) rather than leave the others waiting forever;
     * makes the ranks other than 0 ignore Ctrl-C (SIGINT, which ``mpiexec`` forwards to
@@ -287,6 +309,7 @@ def init() -> Communicator:
     _current = comm
     if comm.size > 1:
         _select_gpu(comm)
+        comm.threads = _share_cores(comm)
         sys.excepthook = _aborting_excepthook
         if comm.rank != 0:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -310,6 +333,29 @@ def _select_gpu(comm: Communicator) -> None:
             f"{count} GPU(s): start at most {count} ranks per machine (one GPU per rank)"
         )
     use_backend("cupy", device=f"cuda:{comm.local_rank}")
+
+
+def _share_cores(comm: Communicator) -> int | None:
+    """Give this rank its share of the machine's cores: ⌊cores / ranks here⌋ threads (at
+    least 1, at most the cores it may run on) for BLAS and OpenMP, and return it.
+
+    Left alone, every rank starts a thread per core, and N ranks on C cores run N·C
+    threads that wait for each other (2 ranks on 2 cores trained 12 times slower than
+    one process). A thread count the user set (``OMP_NUM_THREADS`` and the like) wins:
+    it is returned, and nothing is changed."""
+    for name in THREAD_VARIABLES:
+        text = os.environ.get(name, "").strip()
+        if text:
+            return int(text) if text.isdigit() else None
+    cores = os.cpu_count() or 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    threads = max(1, min(usable, cores // comm.local_size))
+    if not limit_threads(threads):
+        warnings.warn(f"threadpoolctl is not installed, so each of the {comm.local_size} "
+                      f"ranks on this machine may start a thread per core; install it with: "
+                      f"{MPI_INSTALL_HINT}, or set OMP_NUM_THREADS={threads}", stacklevel=3)
+        return None
+    return threads
 
 
 def _aborting_excepthook(kind: type[BaseException], error: BaseException, trace: Any) -> None:

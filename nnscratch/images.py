@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nnscratch._files import NotARegularFileError, open_regular
 from nnscratch.errors import ConfigError, DataError, ShapeError
 
 MNIST_SIDE = 28
@@ -306,18 +306,12 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     Image = _pillow()
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        raise DataError(f"cannot read the image {path}: {err.strerror or err}") from err
-    if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
-        raise DataError(f"cannot read the image {path}: not a regular file")
     limit = f"{max_pixels:,} pixels"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(path) as (handle, _):
             # Our own limit is checked below; Pillow's warning would only repeat it.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(handle) as image:
                 _decode_within(image, max_pixels, path)
                 image.load()
                 return _pixels_of(image, path)
@@ -329,6 +323,14 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         "(PNG, JPEG, GIF, BMP, WebP, ...)") from err
     except DataError:
         raise
+    except NotARegularFileError as err:  # a FIFO or a device would block or never end
+        raise DataError(f"cannot read the image {path}: it is {err.kind}, not a regular "
+                        "file") from err
+    except OSError as err:
+        if err.filename is None:  # a decoder's OSError: a corrupt file, below
+            raise DataError(f"cannot read the image {path}: the file is corrupt or "
+                            f"truncated ({type(err).__name__}: {err})") from err
+        raise DataError(f"cannot read the image {path}: {err.strerror or err}") from err
     except MemoryError as err:
         raise DataError(f"{path}: not enough memory to decode the image; pass a smaller "
                         f"max_pixels (now {limit})") from err

@@ -56,24 +56,25 @@ Reading a file you did not write
 --------------------------------
 
 A checkpoint may come from anywhere, so ``load`` trusts no number in it before checking
-it, and reads only what the checked header announces:
+it:
 
 1. the path must name a regular file (a FIFO would block, ``/dev/zero`` never ends);
-2. the 8-byte header length must be at most 16 MiB, and the header UTF-8 JSON;
-3. every tensor entry must have a known dtype, a shape of non-negative integers and
-   ``data_offsets`` spanning exactly shape × itemsize bytes, the tensors must lie back
-   to back from byte 0, and the file must be exactly as long as header and tensors;
-4. the metadata JSON (architecture, optimizer) is bounded in size and nesting depth,
+   the check is nnscratch's (``_files.open_regular``), and the file it opened is the
+   one read;
+2. the safetensors package's reader (``safe_open``, a dependency of nnscratch) checks
+   the header's length and JSON, every tensor's dtype, shape and ``data_offsets``, that
+   the tensors lie back to back and that the file is exactly as long as header and
+   tensors, before a tensor is read; nnscratch refuses the dtypes NumPy cannot hold;
+3. the metadata JSON (architecture, optimizer) is bounded in size and nesting depth,
    and its numbers are bounded before ``int()`` sees them;
-5. each layer's parameter shapes, derived from its saved config alone, must equal the
+4. each layer's parameter shapes, derived from its saved config alone, must equal the
    stored tensors' shapes before the layer is built, so no layer is larger than the
    tensors the file holds.
 
-Only then are the tensor bytes read (exactly the announced number, which the file
-holds) and the layers built. A layer class you register can declare its parameter
-shapes with a ``parameter_shapes(config) -> {name: shape}`` static or class method;
-one that does not is built from the saved config first and checked after.
-Reading needs NumPy only; writing uses the optional package ``safetensors``.
+A layer class you register can declare its parameter shapes with a
+``parameter_shapes(config) -> {name: shape}`` static or class method; one that does not
+is built from the saved config first and checked after. ``read(path)`` reads a file once
+for ``load``, ``read_optimizer`` and ``read_metadata`` (``nn.resume`` does so).
 """
 
 from __future__ import annotations
@@ -81,11 +82,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import re
 import reprlib
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +99,7 @@ from . import (
     normalization,  # noqa: F401
 )
 from . import random as nn_random
-from ._files import NotARegularFileError, atomic_write, file_kind, refuse_non_regular
+from ._files import NotARegularFileError, atomic_write, open_regular, refuse_non_regular
 from .backend import get_backend, to_numpy
 from .errors import CheckpointError
 from .layers import Layer, Parameter, register_layer
@@ -120,31 +119,19 @@ LAYER_PREFIX = "layers."
 OPTIMIZER_PREFIX = "optimizer."
 STATE_PREFIX = "state."
 
-# Bounds on what a file may announce: far above any real checkpoint (whose header holds
-# names, shapes and small metadata), low enough that a hostile file cannot make the
-# reader spend much memory or time. A text file's first 8 bytes read as a length are huge.
-_MAX_HEADER_BYTES = 16 * 2**20
+# Bounds on the metadata nnscratch parses itself (the safetensors reader bounds the
+# header, and checks every tensor's dtype, shape and offsets against the file's size).
 _MAX_METADATA_JSON_CHARS = 4 * 2**20  # the architecture, or the optimizer, as JSON
 _MAX_JSON_DEPTH = 32  # an architecture nests 3 levels; a layer config a few more
-_MAX_TENSOR_DIMS = 32
-_MAX_COUNT = 2**64  # shapes and offsets are 64-bit in safetensors
 _MAX_OPTIMIZER_STEPS = 2**63 - 1
 # A small non-negative integer in ASCII digits (str.isdigit also accepts '²' and '١').
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
 _LAYER_TENSOR = re.compile(r"layers\.([0-9]{1,9})\..+", re.DOTALL)
 
-# The safetensors dtypes NumPy can hold, little-endian as the format stores them.
-_SAFETENSORS_DTYPES = {
-    code: np.dtype(numpy_code) for code, numpy_code in [
-        ("F64", "<f8"), ("F32", "<f4"), ("F16", "<f2"), ("I64", "<i8"), ("I32", "<i4"),
-        ("I16", "<i2"), ("I8", "i1"), ("U64", "<u8"), ("U32", "<u4"), ("U16", "<u2"),
-        ("U8", "u1"), ("BOOL", "?"),
-    ]
-}
+# The safetensors dtypes NumPy can hold (BF16 and the F8 kinds it cannot).
+_SAFETENSORS_DTYPES = ("F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16",
+                       "U8", "BOOL")
 
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)
 
 # Values quoted in messages are cut short: a hostile file must not make a huge message.
 _QUOTE = reprlib.Repr()
@@ -153,7 +140,6 @@ _QUOTE.maxlong = 40
 _QUOTE.maxlevel = 3
 _QUOTE.maxdict = _QUOTE.maxlist = _QUOTE.maxtuple = 8
 
-_INSTALL_HINT = "pip install safetensors (or: pip install 'nnscratch[checkpoints]')"
 
 OPTIMIZER_TYPES: dict[str, type[Optimizer]] = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 """The optimizer classes ``read_optimizer`` can rebuild, by class name."""
@@ -305,25 +291,21 @@ def _host(array: Any) -> np.ndarray:
 
 
 @dataclass
-class _TensorEntry:
-    """One tensor as the header describes it, checked: its dtype, shape and bytes."""
-
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-
-@dataclass
-class _Checkpoint:
-    """A checkpoint file read and checked to be well-formed safetensors."""
+class CheckpointFile:
+    """A checkpoint file read once and checked to be well-formed safetensors: its path,
+    its metadata and its tensors (host arrays). ``load``, ``read_optimizer`` and
+    ``read_metadata`` take one in place of a path (``nn.resume`` reads the file once)."""
 
     path: str
     metadata: dict[str, str]
     tensors: dict[str, np.ndarray]
 
 
-def load(path: str | os.PathLike, optimizer: Optimizer | None = None) -> Sequential:
+_Checkpoint = CheckpointFile  # the name the rest of this module uses
+
+
+def load(path: str | os.PathLike | CheckpointFile, optimizer: Optimizer | None = None
+         ) -> Sequential:
     """Rebuild the model saved at ``path`` on the active backend.
 
     With ``optimizer``, also restore the optimizer state saved with the model into it
@@ -347,7 +329,8 @@ def load_optimizer_state(path: str | os.PathLike, model: Sequential, optimizer: 
     _restore_optimizer(_read(path), model, optimizer)
 
 
-def read_optimizer(path: str | os.PathLike, model: Sequential) -> Optimizer | None:
+def read_optimizer(path: str | os.PathLike | CheckpointFile, model: Sequential
+                   ) -> Optimizer | None:
     """The optimizer saved at ``path``, rebuilt from its saved type and hyper-parameters
     with its state restored for ``model``'s parameters; None if none was saved.
 
@@ -378,7 +361,7 @@ def read_optimizer(path: str | os.PathLike, model: Sequential) -> Optimizer | No
     return optimizer
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+def read_metadata(path: str | os.PathLike | CheckpointFile) -> dict[str, str]:
     """The caller's ``metadata`` saved with the model at ``path`` (without the prefix)."""
     metadata = _read(path, with_tensors=False).metadata
     return {
@@ -389,14 +372,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _safetensors_numpy(path: str | os.PathLike) -> Any:
-    """The ``safetensors.numpy`` module, or a CheckpointError saying how to install it."""
-    try:
-        import safetensors.numpy
-    except ImportError as exc:
-        raise CheckpointError(
-            f"writing the checkpoint {path} needs the optional package 'safetensors', "
-            f"which is not installed ({exc}). Install it with: {_INSTALL_HINT}"
-        ) from exc
+    """The ``safetensors.numpy`` module (a dependency of nnscratch)."""
+    import safetensors.numpy
+
     return safetensors.numpy
 
 
@@ -416,36 +394,53 @@ def _path_name(path: Any, action: str) -> str:
     return name
 
 
-def _read(path: str | os.PathLike, with_tensors: bool = True) -> _Checkpoint:
-    """Read ``path``, checking its whole header before reading (and allocating) the
-    tensor bytes it announces; without ``with_tensors``, read the header only."""
+def read(path: str | os.PathLike | CheckpointFile) -> CheckpointFile:
+    """The checkpoint at ``path``, read once and checked (see the module docstring);
+    pass it to ``load``, ``read_optimizer`` or ``read_metadata`` in place of the path."""
+    return path if isinstance(path, CheckpointFile) else _read(path)
+
+
+def _read(path: str | os.PathLike | CheckpointFile, with_tensors: bool = True
+          ) -> CheckpointFile:
+    """Read ``path`` through the safetensors package's reader, which checks the header's
+    bounds, every tensor's dtype, shape and offsets, and that the tensors fill the file
+    exactly, before any tensor is read; without ``with_tensors``, the metadata only."""
+    if isinstance(path, CheckpointFile):
+        return path
+    from safetensors import SafetensorError, safe_open
+
     name = _path_name(path, "loading a checkpoint")
     with _open_regular_file(name) as (handle, size):
-        header_length, header_bytes = _read_header(name, handle, size)
-        metadata, entries = _parse_header(name, header_bytes)
-        data_size = _data_size(name, entries)
-        available = size - 8 - header_length
-        if data_size > available:
-            raise _truncated(name, f"its header describes {data_size} bytes of tensor data, "
-                                   f"the file holds {available}")
-        if data_size < available:
-            raise _corrupt(name, f"{available - data_size} bytes follow its last tensor")
-        tensors = _read_tensors(name, handle, entries, data_size) if with_tensors else {}
-    return _Checkpoint(name, metadata, tensors)
+        # The file this process opened and checked, not whatever has the name by now.
+        opened = f"/proc/self/fd/{handle.fileno()}"
+        try:
+            with safe_open(opened if os.path.exists(opened) else name,
+                           framework="numpy") as reader:
+                metadata, names = reader.metadata() or {}, reader.keys()
+                for tensor in names:
+                    dtype = reader.get_slice(tensor).get_dtype()
+                    if dtype not in _SAFETENSORS_DTYPES:
+                        raise _corrupt(name, f"tensor {_QUOTE.repr(tensor)} has the dtype "
+                                             f"{dtype!r}, which nnscratch does not read (it "
+                                             f"reads {', '.join(_SAFETENSORS_DTYPES)})")
+                tensors = {tensor: reader.get_tensor(tensor) for tensor in names} \
+                    if with_tensors else {}
+        except SafetensorError as exc:
+            raise _invalid(name, size, str(exc)) from exc
+    return CheckpointFile(name, metadata, tensors)
 
 
 @contextlib.contextmanager
 def _open_regular_file(name: str) -> Iterator[tuple[BinaryIO, int]]:
-    """Open ``name`` for reading, if it is a regular file; yield the file and its size.
-
-    The type is checked before opening, because opening a FIFO blocks until a writer
-    comes and a device such as ``/dev/zero`` never ends; and again on the open file,
-    because the name may have been replaced in between (``O_NONBLOCK`` keeps even that
-    open from blocking).
-    """
+    """``_files.open_regular(name)``, its errors as CheckpointError naming the fix."""
     try:
-        _require_regular(name, os.stat(name).st_mode)
-        fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
+        with open_regular(name) as opened:
+            yield opened
+    except NotARegularFileError as exc:
+        raise CheckpointError(
+            f"{name} is {exc.kind}, not a regular file; checkpoints are files written by "
+            "nn.save(model, path): pass the path of one"
+        ) from exc
     except FileNotFoundError as exc:
         raise CheckpointError(
             f"checkpoint file {name} does not exist; check the path (checkpoints are "
@@ -456,144 +451,35 @@ def _open_regular_file(name: str) -> Iterator[tuple[BinaryIO, int]]:
             f"checkpoint file {name} cannot be read ({exc.strerror or exc}); check the path "
             "and its permissions"
         ) from exc
-    with os.fdopen(fd, "rb", buffering=0) as handle:
-        info = os.fstat(fd)
-        _require_regular(name, info.st_mode)
-        if _O_NONBLOCK:
-            os.set_blocking(fd, True)
-        yield handle, info.st_size
 
 
-def _require_regular(name: str, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(
-            f"{name} is {file_kind(mode)}, not a regular file; checkpoints are files "
-            "written by nn.save(model, path): pass the path of one"
-        )
-
-
-def _read_into(handle: BinaryIO, buffer: bytearray) -> int:
-    """Fill ``buffer`` from ``handle``; the number of bytes read (fewer at end of file)."""
-    view, filled = memoryview(buffer), 0
-    while filled < len(buffer):
-        count = handle.readinto(view[filled:])
-        if not count:
-            break
-        filled += count
-    return filled
-
-
-def _read_header(name: str, handle: BinaryIO, size: int) -> tuple[int, bytes]:
-    """The header length (the first 8 bytes) and the header, at most 16 MiB of it."""
+def _invalid(name: str, size: int, reason: str) -> CheckpointError:
+    """What the safetensors reader refused, in words that say what to do."""
+    reason = reason.removeprefix("Error while deserializing header: ")
+    said = f"safetensors: {reason[:300]}"  # a hostile header must not make a huge message
     if size < 8:
-        raise _not_safetensors(name, f"it is only {size} bytes long" if size else
-                               "the file is empty")
-    prefix = bytearray(8)
-    if _read_into(handle, prefix) < 8:
-        raise _truncated(name, "it became shorter while it was being read")
-    header_length = int.from_bytes(prefix, "little")
-    if not 2 <= header_length <= _MAX_HEADER_BYTES:
-        raise _not_safetensors(name, f"its first 8 bytes give a header length of "
-                                     f"{header_length}, not 2 to {_MAX_HEADER_BYTES}")
-    header = bytearray(min(header_length, size - 8))
-    header = header[:_read_into(handle, header)]
-    if len(header) < header_length:
-        if header.startswith(b"{"):
-            raise _truncated(name, f"its header should be {header_length} bytes, the file "
-                                   f"ends after {len(header)}")
-        raise _not_safetensors(name, "it has no JSON header")
-    return header_length, bytes(header)
-
-
-def _parse_header(name: str, header_bytes: bytes) -> tuple[dict[str, str],
-                                                            dict[str, _TensorEntry]]:
-    """The metadata and the tensor entries of a safetensors header, every entry checked."""
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError, too deep
-        raise _not_safetensors(name, f"its header is not JSON: {_QUOTE.repr(str(exc))}"
-                               ) from exc
-    if not isinstance(header, dict):
-        raise _not_safetensors(name, "its header is not a JSON object")
-    metadata = header.pop("__metadata__", None)
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(value, str) for value in metadata.values()
-    ):
-        raise _not_safetensors(name, "its metadata is not str -> str")
-    entries = {tensor: _tensor_entry(name, tensor, entry) for tensor, entry in header.items()}
-    return metadata, entries
-
-
-def _is_count(value: Any) -> bool:
-    """A non-negative integer that fits the format's 64 bits (JSON true is no count)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_COUNT
-
-
-def _tensor_entry(name: str, tensor: str, entry: Any) -> _TensorEntry:
-    """One tensor's header entry, checked: its numbers will size a read and an array."""
-    where = f"tensor {_QUOTE.repr(tensor)}"
-    if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}):
-        raise _corrupt(name, f"{where} is not described by dtype, shape and data_offsets")
-    dtype_code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    dtype = _SAFETENSORS_DTYPES.get(dtype_code) if isinstance(dtype_code, str) else None
-    if dtype is None:
-        raise _corrupt(name, f"{where} has the dtype {_QUOTE.repr(dtype_code)}, which "
-                             f"nnscratch does not read (it reads {', '.join(_SAFETENSORS_DTYPES)})")
-    if not (isinstance(shape, list) and len(shape) <= _MAX_TENSOR_DIMS
-            and all(_is_count(size) for size in shape)):
-        raise _corrupt(name, f"{where} has the shape {_QUOTE.repr(shape)}, not a list of at "
-                             f"most {_MAX_TENSOR_DIMS} non-negative integers")
-    if not (isinstance(offsets, list) and len(offsets) == 2
-            and all(_is_count(offset) for offset in offsets) and offsets[0] <= offsets[1]):
-        raise _corrupt(name, f"{where} has the data_offsets {_QUOTE.repr(offsets)}, not "
-                             "[begin, end] with 0 <= begin <= end")
-    size = math.prod(shape) * dtype.itemsize
-    if offsets[1] - offsets[0] != size:
-        raise _corrupt(name, f"{where} of shape {_QUOTE.repr(tuple(shape))} and dtype "
-                             f"{dtype_code} takes {_QUOTE.repr(size)} bytes, but its "
-                             f"data_offsets {offsets} span {offsets[1] - offsets[0]}")
-    return _TensorEntry(dtype, tuple(shape), offsets[0], offsets[1])
-
-
-def _data_size(name: str, entries: dict[str, _TensorEntry]) -> int:
-    """The bytes of tensor data the header describes. safetensors stores the tensors
-    back to back from byte 0; checking it means no byte is read twice or left unread."""
-    position = 0
-    for tensor, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
-        if entry.begin != position:
-            problem = "overlaps the tensor before it" if entry.begin < position else (
-                "leaves a gap after the tensor before it")
-            raise _corrupt(name, f"the data of tensor {_QUOTE.repr(tensor)} starts at byte "
-                                 f"{entry.begin}, which {problem}")
-        position = entry.end
-    return position
-
-
-def _read_tensors(name: str, handle: BinaryIO, entries: dict[str, _TensorEntry],
-                  data_size: int) -> dict[str, np.ndarray]:
-    """The tensors, as NumPy views of one buffer of exactly ``data_size`` bytes (which
-    the file holds: checked before)."""
-    data = bytearray(data_size)
-    if _read_into(handle, data) < data_size:
-        raise _truncated(name, "it became shorter while it was being read")
-    return {
-        tensor: np.frombuffer(data, dtype=entry.dtype, count=math.prod(entry.shape),
-                              offset=entry.begin).reshape(entry.shape)
-        for tensor, entry in entries.items()
-    }
+        return _not_safetensors(name, f"it is only {size} bytes long" if size else
+                                "the file is empty")
+    if "header too small" in reason or "header too large" in reason:
+        return _not_safetensors(name, f"its first 8 bytes give no usable header length; "
+                                      f"{said}")
+    if "invalid header length" in reason or "not fully covered" in reason:
+        return CheckpointError(
+            f"{name} is truncated or corrupt: its {size} bytes are not what its header "
+            f"describes ({said}). It was cut short (an interrupted copy or download, a full "
+            "disk?) or bytes were added: copy it again or save the model again")
+    if "JSON" in reason:
+        return CheckpointError(
+            f"{name} is not a safetensors checkpoint, or a corrupt one: its header is not "
+            f"the JSON safetensors describes ({said}); pass the path of a file written by "
+            "nn.save(model, path), or save the model again")
+    return _corrupt(name, f"its tensors' dtypes, shapes and data_offsets do not agree with "
+                          f"each other or with the file; {said}")
 
 
 def _not_safetensors(name: str, why: str) -> CheckpointError:
     return CheckpointError(f"{name} is not a safetensors checkpoint ({why}); pass the path "
                            "of a file written by nn.save(model, path)")
-
-
-def _truncated(name: str, why: str) -> CheckpointError:
-    return CheckpointError(f"{name} is truncated: {why}. The file was cut short (an "
-                           "interrupted copy or download, a full disk?); copy it again or "
-                           "save the model again")
 
 
 def _corrupt(name: str, why: str) -> CheckpointError:
@@ -959,10 +845,12 @@ def _restore_optimizer(checkpoint: _Checkpoint, model: Sequential, optimizer: Op
 
 __all__ = [
     "FORMAT_VERSION",
+    "CheckpointFile",
     "check_writable",
     "OPTIMIZER_TYPES",
     "load",
     "load_optimizer_state",
+    "read",
     "read_metadata",
     "read_optimizer",
     "register_layer",

@@ -74,6 +74,14 @@ def accuracy(outputs: Any, targets: Any, task: str = "multiclass", threshold: fl
     return float(correct_count(outputs, targets, task, threshold)) / element_count(predicted)
 
 
+def misclassified(predicted: Any, expected: Any, count: int | None = None) -> Any:
+    """The indices of the samples whose predicted class is not the expected one, in
+    order; with ``count``, the first ``count`` of them (what a page or a plot shows)."""
+    xp = namespace(predicted)
+    (wrong,) = xp.nonzero(predicted != expected)
+    return wrong if count is None else wrong[:count]
+
+
 def confusion_matrix(predicted: Any, expected: Any, num_classes: int) -> Any:
     """``M[i, j]`` = how many samples of true class i were predicted as class j.
 

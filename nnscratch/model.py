@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import distributed, random
@@ -209,6 +209,7 @@ class Sequential:
         verbose: int = 0,
         initial_epoch: int = 0,
         communicator: Communicator | None = None,
+        augment: Callable[[Any], Any] | None = None,
     ) -> History:
         """Train with mini-batch gradient descent; returns the ``History``.
 
@@ -228,6 +229,13 @@ class Sequential:
         than there are ranks); the epoch's loss and accuracy, and validation, are those
         of all ranks together. Only rank 0 shows progress (``verbose``); callbacks run on
         every rank (``info["rank"]`` tells them which), and if one asks to stop, all stop.
+
+        ``augment`` (e.g. ``nn.augment.RandomAffine(rotation=10)``) is applied to each
+        training batch just before the forward pass: a new array each step, so X is never
+        changed and validation and test data are never augmented. X must then be images,
+        (N, H, W) or (N, C, H, W), for a model that starts with ``nn.Flatten()``. (On N > 1
+        ranks each distorts its own rows, drawing from its own copy of the stream: not
+        the distortions one process would draw.)
         """
         check_model(self, "fit")  # has layers, on the active backend (BackendError)
         if not isinstance(loss, Loss):
@@ -242,6 +250,9 @@ class Sequential:
             raise ConfigError(f"initial_epoch must be an integer from 0 to epochs={epochs}, "
                               f"got {initial_epoch!r}")
         initial_epoch = operator.index(initial_epoch)
+        if augment is not None and not callable(augment):
+            raise ConfigError(f"augment must be a transform of a batch of images (e.g. "
+                              f"nn.augment.RandomAffine(rotation=10)), got {augment!r}")
         X, y = self._prepare(X, y, loss)
         if validation_data is not None and validation_split:
             raise ConfigError("pass validation_data or validation_split, not both")
@@ -310,7 +321,7 @@ class Sequential:
                     order = backend.asarray(order)
                 step_losses, correct = self._train_epoch(
                     X, y, order, bounds, loss, optimizer, parameters, penalized,
-                    batch_end_hooks, comm, shares)
+                    batch_end_hooks, comm, shares, augment)
                 losses, correct = _to_host(backend.xp, step_losses, correct)
                 if comm.size > 1:
                     losses, correct = distributed.sum_epoch(comm, losses, shares, correct)
@@ -338,7 +349,8 @@ class Sequential:
     def _train_epoch(self, X: Any, y: Any, order: Any, bounds: list[tuple[int, int]],
                      loss: Loss, optimizer: Optimizer, parameters: Parameters,
                      penalized: bool, batch_end_hooks: list[Any], comm: Communicator,
-                     shares: list[float] | None) -> tuple[list[Any], Any]:
+                     shares: list[float] | None,
+                     augment: Callable[[Any], Any] | None = None) -> tuple[list[Any], Any]:
         """One pass over the data: a gradient step per batch, rows ``bounds[step]`` of
         the epoch's order. Returns the steps' losses and the number of correct
         predictions (None for regression), on the device.
@@ -347,7 +359,8 @@ class Sequential:
         so that every step takes a contiguous slice: one gather per run of steps rather
         than two per step. The steps' outputs are kept, and judged against the targets
         once, at the end. On N > 1 ranks, ``order`` holds this rank's rows only, and ∇θ
-        is summed over the ranks, weighted by ``shares``, before each step.
+        is summed over the ranks, weighted by ``shares``, before each step. ``augment``
+        makes each batch a new, distorted copy before the forward pass.
         """
         xp = namespace(X)
         gathered, first = X, 0  # the rows of X the current steps slice, from row `first`
@@ -364,6 +377,8 @@ class Sequential:
                 gathered = xp.take(X, order[first:last], axis=0)
             xb, yb = (X, y) if stop - start == samples else (
                 gathered[start - first:stop - first, ...], y[start:stop, ...])
+            if augment is not None:  # a new array: X itself is never changed
+                xb = augment(xb)
             outputs = self.forward(xb, training=True)
             value = loss.forward(outputs, yb)
             if penalized:

@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 from .backend import matmul_into, namespace
-from .errors import ShapeError
+from .errors import DataError, ShapeError
 
 
 class Parameter:
@@ -75,14 +75,22 @@ class Parameter:
 
 
 def _copy_into(window: Any, new: Any, what: str) -> None:
-    """``window[...] = new``, with the shape and dtype checked first."""
+    """``window[...] = new``, with the shape and dtype checked first.
+
+    Another dtype is refused rather than cast: writing float64 values into a float32 θ
+    would round them silently (a float64 gradient check would lose nine digits)."""
     if tuple(new.shape) != tuple(window.shape):
         raise ShapeError(
             f"cannot assign an array of shape {tuple(new.shape)} to {what}, of shape "
             f"{tuple(window.shape)}"
         )
     if new.dtype != window.dtype:
-        new = namespace(window).astype(new, window.dtype)
+        raise DataError(
+            f"cannot assign an array of dtype {new.dtype} to {what}, of dtype "
+            f"{window.dtype} (values are not rounded silently): convert the array to "
+            f"{window.dtype} first, or build the model in the array's dtype, e.g. "
+            'nn.Dense(..., dtype="float64") or nn.mlp(..., dtype="float64")'
+        )
     window[...] = new
 
 

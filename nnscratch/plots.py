@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from ._files import atomic_write
+from .datasets.dataset import class_name
 from .errors import ConfigError, DataError, NNScratchError, ShapeError
+from .metrics import misclassified
 
 _INSTALL_HINT = "pip install matplotlib (or: pip install 'nnscratch[examples]')"
 
@@ -192,8 +194,8 @@ def _misclassified_figure(images: Any, true_labels: Any, predicted_labels: Any,
         figure = _figure(4, 2)
         figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return figure
-    titles = [f"true {_class_name(expected[index], class_names)} / "
-              f"pred {_class_name(predicted[index], class_names)}" for index in range(count)]
+    titles = [f"true {class_name(expected[index], class_names)} / "
+              f"pred {class_name(predicted[index], class_names)}" for index in range(count)]
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     # about 0.065 inch per character of an 8-point title: class names widen the cells
@@ -209,13 +211,53 @@ def _misclassified_figure(images: Any, true_labels: Any, predicted_labels: Any,
     return figure
 
 
+def plot_augmented(images: Any, augmented: Any, path: str | os.PathLike) -> None:
+    """Each image (top row) above its augmented copies (the rows below): ``images`` of
+    shape (n, side, side) or (n, side²), ``augmented`` a list of host arrays of the same
+    shape, one per row of copies."""
+    figure = _augmented_figure(images, augmented)
+    _write_png(figure, path)
+
+
+def _augmented_figure(images: Any, augmented: Any) -> Any:
+    rows = [_square_images(images)] + [_square_images(copies) for copies in augmented]
+    count = rows[0].shape[0]
+    if count == 0 or any(row.shape != rows[0].shape for row in rows):
+        raise ShapeError(f"plot_augmented needs at least one image and copies of the same "
+                         f"shape; got {[row.shape for row in rows]}")
+    figure = _figure(1.1 * count, 1.15 * len(rows))
+    grid = figure.subplots(len(rows), count, squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(count):
+            grid[r, c].imshow(row[c], cmap="gray", interpolation="nearest")
+            grid[r, c].set_xticks([])
+            grid[r, c].set_yticks([])
+        grid[r, 0].set_ylabel("original" if r == 0 else f"augmented {r}", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _square_images(images: Any) -> np.ndarray:
+    """(n, side, side) host images from rows of side² pixels or images."""
+    pictures = np.asarray(images, dtype=np.float64)
+    if pictures.ndim == 2 and math.isqrt(pictures.shape[1]) ** 2 == pictures.shape[1]:
+        side = math.isqrt(pictures.shape[1])
+        pictures = pictures.reshape(pictures.shape[0], side, side)
+    if pictures.ndim != 3:
+        raise ShapeError(f"images must be (n, side, side) or (n, side*side), got {pictures.shape}")
+    return pictures
+
+
 def plot_training_run(folder: str | os.PathLike, history: Any, images: Any, true_labels: Any,
-                      predicted_labels: Any, class_names: Sequence[str] | None = None
-                      ) -> list[str]:
+                      predicted_labels: Any, class_names: Sequence[str] | None = None,
+                      augment: Any = None) -> list[str]:
     """The three pictures of a finished run in ``folder``: ``learning_curves.png``,
     ``confusion_matrix.png`` (of the classes 0..C−1, C from ``class_names`` or the
     labels) and ``misclassified.png`` (the first 36 test images read wrong). Host arrays:
-    the test images, their true and predicted labels. Returns the paths written."""
+    the test images, their true and predicted labels. Given the run's ``augment``
+    transform, a fourth, ``augmented.png``: the first 10 test images above three
+    augmented copies of each (drawn on the active backend, from the ``augment`` stream).
+    Returns the paths written."""
     expected = np.asarray(true_labels).reshape(-1)
     predicted = np.asarray(predicted_labels).reshape(-1)
     if expected.size == 0 or expected.shape != predicted.shape:
@@ -232,26 +274,21 @@ def plot_training_run(folder: str | os.PathLike, history: Any, images: Any, true
              ("learning_curves.png", "confusion_matrix.png", "misclassified.png")]
     plot_learning_curves(history, paths[0])
     plot_confusion_matrix(matrix, paths[1], class_names=class_names)
-    wrong = np.flatnonzero(predicted != expected)[:36]
+    wrong = misclassified(predicted, expected, 36)
     plot_misclassified(np.asarray(images)[wrong], expected[wrong], predicted[wrong], paths[2],
                        class_names=class_names)
+    if augment is not None:
+        from .backend import to_numpy
+
+        first = _square_images(np.asarray(images)[:10]).astype(np.float32)
+        paths.append(os.path.join(folder, "augmented.png"))
+        plot_augmented(first, [to_numpy(augment(first)) for _ in range(3)], paths[3])
     return paths
-
-
-def _class_name(label: Any, class_names: Sequence[str] | None) -> str:
-    """``class_names[label]``, or the label itself where there are no names."""
-    if class_names is None:
-        return str(label)
-    if not (float(label).is_integer() and 0 <= int(label) < len(class_names)):
-        raise DataError(
-            f"label {label} has no class name: class_names holds {len(class_names)} names, "
-            f"for the labels 0..{len(class_names) - 1}"
-        )
-    return str(class_names[int(label)])
 
 
 __all__ = [
     "PlottingUnavailableError",
+    "plot_augmented",
     "plot_confusion_matrix",
     "plot_learning_curves",
     "plot_misclassified",

@@ -1,11 +1,11 @@
 """Seeded random numbers, made on the host and moved to the device.
 
 The Array API standard has no random numbers, and every library draws differently.
-So every random number nnscratch uses (initial weights, shuffles, dropout masks) comes
-from a NumPy ``Generator(PCG64(...))`` on the host: the same seed gives the same
-network and the same training run on every backend.
+So every random number nnscratch uses (initial weights, shuffles, dropout masks, the
+distortions of data augmentation) comes from a NumPy ``Generator(PCG64(...))`` on the
+host: the same seed gives the same network and the same training run on every backend.
 
-``nn.seed(n)`` resets the three independent streams below; each is its own PCG64
+``nn.seed(n)`` resets the four independent streams below; each is its own PCG64
 generator seeded from ``(n, stream number)``, so drawing more dropout masks never
 changes the shuffles.
 """
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAMS = ("init", "shuffle", "dropout")
+STREAMS = ("init", "shuffle", "dropout", "augment")
 
 _seed = 0
 _generators: dict[str, np.random.Generator] = {}
 
 
 def seed(value: int) -> None:
-    """Seed every random stream of nnscratch: initial weights, shuffles, dropout masks."""
+    """Seed every random stream of nnscratch: initial weights, shuffles, dropout masks,
+    augmentation."""
     global _seed
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
         from .errors import ConfigError
@@ -85,8 +86,13 @@ def normal(shape: tuple[int, ...], std: float = 1.0, stream: str = "init") -> np
     return generator(stream).normal(0.0, std, size=shape)
 
 
-def uniform(shape: tuple[int, ...], low: float, high: float, stream: str = "init") -> np.ndarray:
-    """Host float64 samples of U(low, high) from the named stream."""
+def uniform(shape: tuple[int, ...], low: float, high: float, stream: str = "init",
+            dtype: str = "float64") -> np.ndarray:
+    """Host samples of U(low, high) from the named stream, float64 (or float32: drawn
+    as such, half the bits and time, for many numbers that float32 data will use)."""
+    if dtype == "float32":
+        unit = generator(stream).random(size=shape, dtype=np.float32)
+        return unit * np.float32(high - low) + np.float32(low)
     return generator(stream).uniform(low, high, size=shape)
 
 

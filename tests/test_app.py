@@ -497,7 +497,7 @@ def test_saving_writes_where_the_server_was_told_and_nowhere_else(random_model, 
     target = tmp_path / "mine.safetensors"
     client = client_for(AppState(DigitReader(random_model, "random"), save_path=target))
     refused = client.post("/api/save", json={"path": str(tmp_path / "elsewhere")})
-    assert refused.status_code == 422 and "takes no fields" in refused.json()["detail"]
+    assert refused.status_code == 422 and "unknown field(s) 'path'" in refused.json()["detail"]
     response = client.post("/api/save", json={})
     assert response.status_code == 200 and response.json()["path"] == str(target.resolve())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.safetensors"]
@@ -518,6 +518,119 @@ def test_without_model_path_it_never_replaces_an_existing_file(random_model, tmp
     assert first.json()["path"] == str(tmp_path / "digits.safetensors")
     again = client.post("/api/save", json={})
     assert again.status_code == 409 and "--model" in again.json()["detail"]
+
+
+def _trained_to(accuracy_wanted: str, data: Dataset) -> nn.Sequential:
+    """A 784-16-10 network that reads the tiny dataset well ("good") or not ("poor")."""
+    model = build_model(784, (16,), seed=5)
+    if accuracy_wanted == "good":
+        model.fit(data.x_train, data.y_train, loss=nn.SoftmaxCrossEntropy(),
+                  optimizer=nn.Adam(lr=1e-2), epochs=15, batch_size=64, seed=0)
+    return model
+
+
+def test_save_says_what_it_replaces_and_asks_before_replacing_a_better_model(tmp_path):
+    """--model names a file holding a model better than the one trained in the page:
+    saving is refused (409, both test accuracies) until the client confirms with
+    {"overwrite": true}; the answer says what was replaced and its accuracy."""
+    data = tiny_dataset()
+    target = tmp_path / "best.safetensors"
+    nn.save(_trained_to("good", data), str(target))
+    loader = GatedData(data)
+    loader.gate.set()
+    state = AppState(save_path=target, load_data=loader)
+    client = client_for(state)
+    assert client.get("/api/status").json()["trained"] is False
+    client.post("/api/train", json={"epochs": 1, "lr": 1e-6, "hidden": [8]})
+    done = read_events(client)[-1][1]
+    assert done["kind"] == "done" and client.get("/api/status").json()["trained"] is True
+    before = target.read_bytes()
+    asked = client.post("/api/save", json={})
+    assert asked.status_code == 409, asked.text
+    answer = asked.json()
+    assert answer["path"] == str(target.resolve())
+    assert answer["accuracy"] == pytest.approx(done["test_accuracy"])
+    assert answer["saved_accuracy"] > answer["accuracy"] + 0.3
+    assert f"{answer['saved_accuracy']:.2%}" in answer["detail"] and "overwrite" in \
+        answer["detail"]
+    assert target.read_bytes() == before  # nothing replaced without the confirmation
+    assert client.post("/api/save", json={"overwrite": "yes"}).status_code == 422
+    confirmed = client.post("/api/save", json={"overwrite": True})
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["replaced"]["accuracy"] == pytest.approx(answer["saved_accuracy"])
+    assert nn.load(str(target)).layers[0].out_features == 8  # the page's model now
+    # a model no better than the one trained here is replaced without asking, and said so
+    again = client.post("/api/save", json={})
+    assert again.status_code == 200
+    assert again.json()["replaced"]["accuracy"] == pytest.approx(done["test_accuracy"])
+    fresh = tmp_path / "new.safetensors"
+    state.save_path = fresh
+    assert client.post("/api/save", json={}).json()["replaced"] is None  # a new file
+
+
+def test_an_oversized_body_gets_its_413_over_a_real_connection(random_model):
+    """A real uvicorn server on 127.0.0.1 and a real client sending 27 MB: the 413 is
+    delivered (the server reads and drops the rest of the body), whether the size is
+    declared (Content-Length) or found as the body arrives (chunked)."""
+    import http.client
+    import socket
+    import time
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(AppState(DigitReader(random_model, "random"))), host="127.0.0.1",
+        port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        body = b'{"image": [[' + b"255," * (27 * 2**20 // 4) + b"0]]}"
+        assert len(body) > 3 * MAX_BODY_BYTES
+        headers = {"Content-Type": "application/json", "Connection": "close"}
+        # http.client sends the whole body before it reads the answer; with "Connection:
+        # close" (as urllib sends it) a server that answers and closes without reading
+        # the body resets the connection under it (BrokenPipe), the 413 unread.
+        for how in ("declared", "chunked"):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                if how == "declared":
+                    connection.request("POST", "/api/predict", body=body, headers=headers)
+                else:
+                    pieces = (body[i:i + 2**20] for i in range(0, len(body), 2**20))
+                    connection.request("POST", "/api/predict", body=pieces, headers=headers,
+                                       encode_chunked=True)
+                answer = connection.getresponse()
+                assert answer.status == 413, how
+                assert "larger than" in json.loads(answer.read())["detail"], how
+            finally:
+                connection.close()
+        url = f"http://127.0.0.1:{port}/api/predict"
+        assert httpx.post(url, json={"image": stroke()}).status_code == 200  # still serves
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_without_data_the_train_page_names_the_apps_flag(tmp_path, monkeypatch):
+    """No --data, an empty cache, --no-download: the run's error says --data DIR (the
+    app's flag), not the library's root= or download=False; its first line is the
+    summary."""
+    monkeypatch.delenv("NNSCRATCH_DATA", raising=False)
+    monkeypatch.setenv("NNSCRATCH_CACHE", str(tmp_path / "cache"))
+    client = client_for(AppState(download=False))
+    client.post("/api/train", json={})
+    last = read_events(client)[-1][1]
+    assert last["kind"] == "error"
+    assert "--data DIR" in last["error"] and "--no-download" in last["error"]
+    assert "root=" not in last["error"] and "download=False" not in last["error"]
 
 
 # -- the command line ---------------------------------------------------------------------

@@ -55,11 +55,11 @@ def free_port() -> int:
 class Server:
     """``python -m nnscratch.app`` on a free loopback port, in a child process."""
 
-    def __init__(self, folder: Path, *arguments: str) -> None:
+    def __init__(self, folder: Path, *arguments: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / f"server-{self.port}.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
@@ -124,7 +124,8 @@ def open_page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path,
               **context_options: Any) -> Iterator[Any]:
     """A fresh page that records its errors and requests, and leaves a screenshot in
     ``tmp_path/screenshots`` when the test fails."""
-    context = browser.new_context(viewport={"width": 1000, "height": 700}, **context_options)
+    context = browser.new_context(**{"viewport": {"width": 1000, "height": 700},
+                                     **context_options})
     page = context.new_page()
     page.errors, page.requests = [], []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
@@ -153,9 +154,12 @@ def touch_page(browser, request, tmp_path) -> Iterator[Any]:
     yield from open_page(browser, request, tmp_path, has_touch=True)
 
 
-def check_clean(page: Any, server: Server) -> None:
-    """No script errors, and nothing fetched but from the app itself (works offline)."""
-    assert page.errors == []
+def check_clean(page: Any, server: Server, statuses: tuple[int, ...] = ()) -> None:
+    """No script errors, and nothing fetched but from the app itself (works offline).
+    ``statuses``: HTTP refusals the test provoked (Chromium logs them as errors)."""
+    provoked = [f"the server responded with a status of {status} " for status in statuses]
+    assert [error for error in page.errors
+            if not any(reason in error for reason in provoked)] == []
     outside = [url for url in page.requests
                if not url.startswith(server.url + "/") and not url.startswith("data:")]
     assert outside == []
@@ -267,6 +271,15 @@ def test_a_finger_swipe_on_a_touch_screen_reads_1(touch_page, draw_server):
     check_clean(page, draw_server)
 
 
+def train_in_page(page: Any, **fields: str) -> None:
+    """Fill the Train page's form (field id: value), press Start, wait for the run's end."""
+    for field, value in fields.items():
+        page.fill(f"#{field}", value)
+    page.click("#start")
+    sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "done",
+                                                              timeout=60_000)
+
+
 # -- the Train page -----------------------------------------------------------------------
 
 
@@ -278,12 +291,7 @@ def test_a_one_epoch_run_draws_its_curves_and_becomes_the_draw_pages_model(
         sync_api.expect(page.locator("#message")).to_contain_text("No model yet")
         page.click("nav >> text=Train")
         sync_api.expect(page.locator("#backend")).to_have_text(str(nn.get_backend()))
-        page.fill("#hidden", "32")
-        page.fill("#epochs", "1")
-        page.fill("#limit", "2000")
-        page.click("#start")
-        sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "done",
-                                                                  timeout=60_000)
+        train_in_page(page, hidden="32", epochs="1", limit="2000")
         # One epoch: a training and a validation point on each chart.
         for chart in ("#loss-chart", "#accuracy-chart"):
             sync_api.expect(page.locator(f"{chart} circle.point.train")).to_have_count(1)
@@ -300,5 +308,133 @@ def test_a_one_epoch_run_draws_its_curves_and_becomes_the_draw_pages_model(
         page.click("nav >> text=Draw")
         sync_api.expect(page.locator("#model")).to_contain_text("trained here (run 1")
         check_clean(page, server)
+    finally:
+        server.stop()
+
+
+# -- a phone, errors, saving, the form across reloads --------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+
+
+def page_width(page: Any) -> int:
+    return page.evaluate("document.scrollingElement.scrollWidth")
+
+
+def boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def check_chart_boxes_fit_their_charts(page: Any) -> None:
+    """Each chart's box is as tall as its chart and caption, not stretched."""
+    for chart in ("#loss-chart", "#accuracy-chart"):
+        figure = page.locator(f"figure:has({chart})").bounding_box()
+        svg = page.locator(chart).bounding_box()
+        assert figure["height"] < svg["height"] + 60, (chart, figure, svg)
+
+
+def test_both_pages_fit_a_phone_and_an_error_keeps_the_page_in_shape(browser, request,
+                                                                     digits_model, tmp_path):
+    """390 px wide, a model path long enough to push the header (it did: 575 px), no
+    MNIST to train on: no sideways scroll on either page, before or after the run's
+    error; the error's first line shows and the rest waits behind "details"; the chart
+    boxes keep their charts' height; the form's values survive a reload."""
+    deep = tmp_path / ("a-rather-long-folder-name-for-models-" * 3) / "digits.safetensors"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(digits_model[0].read_bytes())  # the header shows its path
+    server = Server(tmp_path, "--model", str(deep),
+                    env={"NNSCRATCH_CACHE": str(tmp_path / "empty-cache"), "NNSCRATCH_DATA": ""})
+    pages = open_page(browser, request, tmp_path, viewport=PHONE)
+    page = next(pages)
+    try:
+        page.goto(server.url + "/")
+        sync_api.expect(page.locator("#model")).to_contain_text(str(deep))
+        assert page_width(page) <= PHONE["width"]
+        page.goto(server.url + "/train")
+        sync_api.expect(page.locator("#backend")).not_to_have_text("…")
+        assert page_width(page) <= PHONE["width"]
+        check_chart_boxes_fit_their_charts(page)
+        page.fill("#epochs", "7")
+        page.fill("#hidden", "64,32")
+        page.reload()
+        sync_api.expect(page.locator("#backend")).not_to_have_text("…")
+        assert page.input_value("#epochs") == "7" and page.input_value("#hidden") == "64,32"
+        page.click("#start")
+        state = page.locator("#state")
+        sync_api.expect(state).to_have_attribute("data-state", "error", timeout=30_000)
+        sync_api.expect(state).to_contain_text("--data DIR")
+        assert "root=" not in state.inner_text()
+        details = state.locator("details")
+        sync_api.expect(details).to_have_count(1)
+        assert details.get_attribute("open") is None  # the rest on demand
+        if os.environ.get("NNSCRATCH_SCREENSHOTS"):  # to look at the page oneself
+            page.screenshot(path=os.path.join(os.environ["NNSCRATCH_SCREENSHOTS"],
+                                              "train-390px-error.png"), full_page=True)
+        assert page_width(page) <= PHONE["width"]
+        check_chart_boxes_fit_their_charts(page)
+        assert page.locator("#save").is_disabled()  # nothing trained here
+        check_clean(page, server)
+    finally:
+        next(pages, None)
+        server.stop()
+
+
+def test_save_asks_before_replacing_a_better_model_and_the_form_states_are_right(
+        page, digits_model, mnist_path, tmp_path):
+    """--model names a good model; the page trains a poor one (1 epoch at a tiny rate).
+    Save asks (confirm), naming both accuracies; declined, the file is kept; accepted,
+    it says what it replaced. A rejected Start ("abc" as hidden layers) echoes what was
+    typed and leaves Save enabled. After a reload, the form shows the charts' run."""
+    best = tmp_path / "best.safetensors"
+    best.write_bytes(digits_model[0].read_bytes())
+    server = Server(tmp_path, "--model", str(best), "--data", str(mnist_path))
+    dialogs: list[str] = []
+    try:
+        page.goto(server.url + "/train")
+        sync_api.expect(page.locator("#backend")).to_have_text(str(nn.get_backend()))
+        train_in_page(page, hidden="16", epochs="1", limit="500", lr="0.000001")
+        save_button = page.locator("#save")
+        one_line = save_button.bounding_box()["height"]
+        before = best.read_bytes()
+
+        def decline(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", decline)
+        page.click("#save")
+        sync_api.expect(page.locator("#save-result")).to_contain_text("not saved")
+        assert best.read_bytes() == before
+        assert len(dialogs) == 1 and str(best) in dialogs[0] and "better than" in dialogs[0]
+        assert dialogs[0].count("%") == 2
+
+        def accept(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            dialog.accept()
+
+        page.once("dialog", accept)
+        page.click("#save")
+        result = page.locator("#save-result")
+        sync_api.expect(result).to_contain_text("replacing a model of test accuracy")
+        assert best.read_bytes() != before and nn.load(str(best)).layers[0].out_features == 16
+        # the button keeps one line, and the message stays clear of the charts
+        assert save_button.bounding_box()["height"] == one_line
+        for chart in ("#loss-chart", "#accuracy-chart"):
+            assert not boxes_overlap(result.bounding_box(),
+                                     page.locator(f"figure:has({chart})").bounding_box())
+        # a rejected Start: what was typed is echoed, and Save stays enabled
+        page.fill("#hidden", "abc")
+        page.click("#start")
+        sync_api.expect(page.locator("#state")).to_contain_text('"abc"')
+        assert "null" not in page.locator("#state").inner_text()
+        sync_api.expect(save_button).to_be_enabled()
+        # a reload shows the last run's charts, and the form shows that run's settings
+        page.reload()
+        sync_api.expect(page.locator("#loss-chart circle.point.train")).to_have_count(1)
+        assert page.input_value("#hidden") == "16" and page.input_value("#epochs") == "1"
+        assert page.input_value("#limit") == "500"
+        sync_api.expect(save_button).to_be_enabled()
+        check_clean(page, server, statuses=(409,))  # the Save that asked first
     finally:
         server.stop()

@@ -65,8 +65,8 @@ def test_the_app_trains_a_cnn(backend):
 
     data = Dataset(*split(300), *split(100), name="tiny", source="made by the test")
     trained, done = [], threading.Event()
-    trainer = Trainer(lambda: data, lambda model, source: (trained.append((model, source)),
-                                                             done.set()))
+    trainer = Trainer(lambda: data, lambda model, source, *rest: (
+        trained.append((model, source)), done.set()))
     run = trainer.start(parse_train_settings({"model": "cnn", "epochs": 1, "batch_size": 50}))
     assert done.wait(timeout=300), run.events_from(0)
     events = [event for _, event in run.events_from(0)]

@@ -94,6 +94,21 @@ def test_resuming_without_the_random_streams_would_differ(tmp_path):
     assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(weights(run.model), weights(whole)))
 
 
+def test_resume_reads_the_file_once(tmp_path, monkeypatch):
+    """The model, the optimizer, the run's metadata and settings come from one read of
+    the file (it was read four times: metadata, settings, model, optimizer)."""
+    path = tmp_path / "run.safetensors"
+    train(network(), nn.Adam(lr=0.01), path)
+    opened = []
+    real_open = nn.io._open_regular_file
+    monkeypatch.setattr(nn.io, "_open_regular_file",
+                        lambda name: opened.append(name) or real_open(name))
+    run = nn.resume(path)
+    assert opened == [str(path)]
+    assert run.epoch == EPOCHS and run.optimizer.t == EPOCHS * 6
+    assert run.settings == {"hidden": [16]}
+
+
 def test_a_checkpoint_is_written_at_every_epoch_end(tmp_path):
     path = tmp_path / "run.safetensors"
     seen = []

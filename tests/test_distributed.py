@@ -52,21 +52,26 @@ def _mpi_missing() -> str | None:
 needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=_mpi_missing() or "")
 
 
-def _environment() -> dict[str, str]:
-    env = dict(os.environ)
+def _environment(threads: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for the ranks, with the thread variables ``threads`` (by default
+    1 thread per rank: 2 ranks on 2 cores; {} leaves them to nnscratch)."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in nn.backend.THREAD_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"  # 2 ranks on 2 cores
+    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"} if threads is None
+               else threads)
     return env
 
 
 def launch(ranks: int | None, *args: str | Path, program: Path = PROGRAM,
-           timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+           timeout: float = TIMEOUT, threads: dict[str, str] | None = None) \
+        -> subprocess.CompletedProcess:
     """Run ``program args`` on ``ranks`` MPI ranks (None: one plain process)."""
     command = [sys.executable, str(program), *map(str, args)]
     if ranks is not None:
         command = [str(MPIEXEC), "-n", str(ranks), *command]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=_environment(), cwd=ROOT)
+                               text=True, env=_environment(threads), cwd=ROOT)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -286,6 +291,35 @@ def test_ctrl_c_ends_every_rank_with_rank_zeros_checkpoint(tmp_path):
     assert len(run.history["loss"]) == run.epoch
 
 
+# -- each rank its share of the cores -----------------------------------------------------
+
+
+def _thread_reports(folder: Path, ranks: int) -> list[dict]:
+    return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in range(ranks)]
+
+
+@needs_mpi
+def test_each_rank_gets_its_share_of_the_cores(tmp_path):
+    """No thread variable set: 2 ranks on this machine's C cores run ⌊C/2⌋ BLAS/OpenMP
+    threads each (at least 1), not C each (2 ranks on 2 cores ran 4 threads, 12 times
+    slower than one process), and say so: "2 ranks × 1 thread" on 2 cores."""
+    succeeded(launch(2, "threads", tmp_path, threads={}))
+    share = max(1, min(len(os.sched_getaffinity(0)), (os.cpu_count() or 1) // 2))
+    for report in _thread_reports(tmp_path, 2):
+        assert report["local_size"] == 2 and report["threads"] == share
+        assert report["pools"] and set(report["pools"]) == {share}, report
+        assert report["describe"] == f"2 ranks × {share} thread{'s' * (share > 1)}"
+
+
+@needs_mpi
+def test_a_thread_count_the_user_set_wins(tmp_path):
+    """OPENBLAS_NUM_THREADS=2 given: the ranks keep 2 BLAS threads each, and say so."""
+    succeeded(launch(2, "threads", tmp_path, threads={"OPENBLAS_NUM_THREADS": "2"}))
+    for report in _thread_reports(tmp_path, 2):
+        assert report["threads"] == 2 and report["describe"] == "2 ranks × 2 threads"
+        assert 2 in report["pools"], report
+
+
 # -- float32 on real MNIST -------------------------------------------------------------------
 
 
@@ -486,6 +520,8 @@ def test_the_example_trains_one_model_on_two_ranks_as_one_process_does(tmp_path,
     two = launch(2, *flags, "--save", tmp_path / "A.safetensors", program=EXAMPLE)
     one = launch(None, *flags, "--save", tmp_path / "B.safetensors", program=EXAMPLE)
     assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
+    assert two.stdout.splitlines()[0] == "2 ranks × 1 thread", two.stdout  # OMP_NUM_THREADS=1
+    assert "rank" not in one.stdout.splitlines()[0]
     lines = [line for line in two.stdout.splitlines() if line.startswith("test accuracy")]
     assert len(lines) == 1 and lines == [one.stdout.splitlines()[-1]], two.stdout
     assert two.stdout.count("saved the model to") == 1

@@ -376,3 +376,33 @@ def test_fuzz_headers_with_any_dimensions(
     assert (result is not None) == expected_ok
     if result is not None:
         assert result.shape == tuple(shape)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """read_idx reads through the regular-file opener checkpoints and pictures share:
+    a FIFO is refused at once (reading it would wait for a writer forever)."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("this system has no FIFOs (os.mkfifo)")
+    import threading
+
+    fifo = tmp_path / "train-labels-idx1-ubyte"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+    reader = threading.Thread(target=lambda: outcome.append(_raised(lambda: read_idx(fifo))),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # release the blocked reader before failing
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("read_idx blocked on a FIFO")
+    assert isinstance(outcome[0], DataError), outcome
+    assert "a FIFO (named pipe), not a regular file" in str(outcome[0])
+
+
+def _raised(call) -> BaseException | None:
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+    return None

@@ -502,7 +502,7 @@ def test_missing_file(tmp_path, st, backend):
     (b"abc", "only 3 bytes"),
     (b"this is a text file, not weights\n" * 4, "header length"),
     (np.random.default_rng(0).bytes(4096), "header length"),
-    (len(b"not json!").to_bytes(8, "little") + b"not json!", "not JSON"),
+    (len(b"not json!").to_bytes(8, "little") + b"not json!", "not the JSON"),
 ], ids=["empty", "tiny", "text", "random-bytes", "bad-header"])
 def test_not_a_safetensors_file(tmp_path, st, backend, content, why):
     path = tmp_path / "bogus.safetensors"
@@ -589,23 +589,32 @@ def test_extra_tensor(checkpoint, backend):
     assert_checkpoint_error(edited(checkpoint, extra), "layers.1.weight", "does not use")
 
 
-def test_safetensors_not_installed(tmp_path, st, backend, monkeypatch):
-    """Writing needs safetensors and says how to install it; reading needs NumPy only."""
+def test_the_safetensors_package_reads_and_nnscratch_says_what_to_do(tmp_path, st, backend,
+                                                                      monkeypatch):
+    """safetensors is a dependency and its reader does the reading (a broken reader
+    breaks load); its refusals reach the user as CheckpointError naming the file."""
+    import safetensors
+
     saved = tmp_path / "saved.safetensors"
     model = trained_model()
     nn.save(model, saved)
-    monkeypatch.setitem(sys.modules, "safetensors", None)
-    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
-    path = tmp_path / "model.safetensors"
-    with pytest.raises(CheckpointError) as caught:
-        nn.save(make_model(), path)
-    message = str(caught.value)
-    assert "pip install safetensors" in message
-    assert "pip install 'nnscratch[checkpoints]'" in message
-    assert path.name in message
-    assert not path.exists()
     for got, want in zip(host_weights(nn.load(saved)), host_weights(model)):
         np.testing.assert_array_equal(got, want)
+    opened = []
+    real_open = safetensors.safe_open
+
+    def spy(*args, **kwargs):
+        opened.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors, "safe_open", spy)
+    nn.load(saved)
+    assert len(opened) == 1
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(saved.read_bytes()[:-3])
+    with pytest.raises(CheckpointError, match="cut.safetensors is truncated or corrupt.*"
+                                              "safetensors: "):
+        nn.load(cut)
 
 
 def test_metadata_must_be_strings(tmp_path, st, backend):

@@ -134,3 +134,12 @@ def test_confusion_matrix_rows_are_true_classes_and_columns_predictions(backend)
                         "float32")
     assert host(nn.confusion_matrix(predicted_labels(outputs), expected, 3)) == [
         [1, 3, 0], [0, 1, 1], [1, 0, 2]]
+
+
+def test_misclassified_gives_the_first_wrong_samples_in_order(backend):
+    """The one helper the app's page and plot_training_run share."""
+    predicted = backend.asarray(np.array([3, 1, 4, 1, 5, 9, 2, 6]))
+    expected = backend.asarray(np.array([3, 2, 4, 7, 5, 9, 0, 0]))
+    assert nn.to_numpy(nn.metrics.misclassified(predicted, expected)).tolist() == [1, 3, 6, 7]
+    assert nn.to_numpy(nn.metrics.misclassified(predicted, expected, 2)).tolist() == [1, 3]
+    assert nn.to_numpy(nn.metrics.misclassified(predicted, predicted)).tolist() == []

@@ -54,8 +54,26 @@ def epochs_done(path: Path) -> int:
 
 
 def test_the_example_reads_in_one_sitting():
+    """Under 280 non-blank lines (the machinery lives in the library), and the README's
+    claim is the number measured (it said "under 250 lines" of 284, 250 non-blank)."""
     source = (Path(mnist.__file__)).read_text(encoding="utf-8").splitlines()
-    assert len([line for line in source if line.strip()]) < 280
+    count = len([line for line in source if line.strip()])
+    assert count < 280
+    readme = (Path(mnist.__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    claim = re.search(r"`examples/mnist.py` \(under (\d+) non-blank lines", readme)
+    assert claim and count < int(claim.group(1)) <= 280, claim
+
+
+def test_the_readmes_mpi_numbers_are_for_the_network_the_example_trains():
+    """The "Many processes" section quoted speed-ups of 784-256-128-10, a network the
+    example does not train; its numbers are the example's own network's."""
+    readme = (Path(mnist.__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Many processes", 1)[1].split("\n## ", 1)[0]
+    hidden = mnist.SETTINGS["hidden"][1]
+    shipped = "-".join(map(str, [784, *hidden, 10]))
+    networks = set(re.findall(r"\b784(?:-\d+)+\b", section))
+    assert networks == {shipped}, networks
+    assert "2 ranks × 1 thread" in section
 
 
 # -- training on real MNIST ------------------------------------------------------------------
@@ -247,6 +265,37 @@ def test_without_mnist_and_without_scikit_learn_it_fails_with_both_reasons(offli
     assert code == 1
     assert "network disabled in tests" in err and "pip install scikit-learn" in err
     assert "test accuracy" not in out and not (tmp_path / "d.safetensors").exists()
+
+
+def test_an_unavailable_named_dataset_names_the_command_line_flags(offline, tmp_path):
+    """--dataset fashion-mnist with no cache and no network: the error says --data DIR (not
+    the library's root=), and its first line is the summary, the mirrors' failures after."""
+    code, out, err = run_main("--dataset", "fashion-mnist", *QUICK, "--save",
+                              str(tmp_path / "f.st"))
+    assert code == 1 and "epoch" not in out
+    first, *details = err.strip().splitlines()
+    assert first.startswith("error: Fashion-MNIST is not in the per-user cache")
+    assert "--data DIR" in first and "root=" not in err and "download=" not in err
+    assert details and "network disabled in tests" in details[-1]
+    code, out, err = run_main("--dataset", "fashion-mnist", "--no-download", *QUICK,
+                              "--save", str(tmp_path / "f.st"))
+    assert code == 1 and "--no-download" in err and "download=" not in err
+
+
+def test_a_folder_of_another_dataset_suggests_the_dataset_flag(tmp_path, monkeypatch):
+    """A folder of the canonical MNIST files named for Fashion-MNIST: refused, with
+    --dataset mnist as the fix (the library says load('mnist'))."""
+    import nnscratch.datasets.loader as loader
+
+    mnist_like = tmp_path / "mnist"
+    write_idx_set(mnist_like)
+    monkeypatch.setattr(loader, "_is_canonical", lambda read, file: file.name in read.path.name
+                        and file.md5 is not None)  # these files pass for MNIST's own
+    code, out, err = run_main("--dataset", "fashion-mnist", "--data", str(mnist_like), *QUICK,
+                              "--save", str(tmp_path / "f.st"))
+    assert code == 1, err
+    assert "to use them, --dataset mnist;" in err and "load(" not in err
+    assert "drop --data" in err
 
 
 # -- every output checked before training ----------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 import nnscratch as nn
 import nnscratch.io as nio
 import nnscratch.parameters as parameters_module
-from nnscratch.errors import ShapeError
+from nnscratch.errors import DataError, NNScratchError, ShapeError
 from nnscratch.parameters import ParameterVector
 
 DATA = Path(__file__).parent / "data"
@@ -73,6 +73,28 @@ def test_assigning_a_value_of_another_shape_is_refused(backend):
     net = model()
     with pytest.raises(ShapeError, match=r"shape \(3,\)"):
         net.layers[0].bias.value = backend.asarray(np.zeros(3, np.float32))
+
+
+def test_assigning_a_value_of_another_dtype_is_refused_not_rounded(backend):
+    """A float64 array written into a float32 model's θ was cast silently (nine digits
+    lost); now it is refused with both dtypes named and the way to a float64 model."""
+    net = model()
+    before = host(net.layers[0].bias.value)
+    precise = backend.asarray(np.full(7, 1.0 + 1e-12), dtype="float64")
+    with pytest.raises(DataError) as caught:
+        net.layers[0].bias.value = precise
+    message = str(caught.value)
+    assert "float64" in message and "float32" in message
+    assert 'dtype="float64"' in message and "'bias'" in message
+    np.testing.assert_array_equal(host(net.layers[0].bias.value), before)  # nothing written
+    with pytest.raises(DataError, match="float64.*float32"):
+        net.layers[0].bias.grad = precise
+    # the same dtype and shape is still copied into θ; a float64 model takes float64 values
+    wide = model("float64")
+    wide.layers[0].bias.value = precise
+    assert host(wide.parameters().vector.value)[35:42].tolist() == [1.0 + 1e-12] * 7
+    with pytest.raises(NNScratchError, match="float32"):
+        wide.layers[2].bias.value = backend.asarray(np.zeros(3, np.float32))
 
 
 def train(net, optimizer, epochs=3):

@@ -34,7 +34,7 @@ import numpy as np
 
 import nnscratch as nn
 from nnscratch.conv import image_side
-from nnscratch.datasets import Dataset, load
+from nnscratch.datasets import Dataset, Interface, load
 from nnscratch.errors import CheckpointError, NNScratchError
 from nnscratch.images import classify
 
@@ -48,16 +48,23 @@ MISCLASSIFIED_SHOWN = 36
 PROGRESS_INTERVAL = 0.25  # seconds between progress events within an epoch
 WEIGHTS_INTERVAL = 1.5  # seconds between weight snapshots within an epoch
 DEFAULT_CHECKPOINT = "digits.safetensors"
+# The loader's messages in the words of the app's own command line.
+APP_INTERFACE = Interface(
+    folder="--data", name_folder="--data DIR (python -m nnscratch.app --data DIR)",
+    unname_folder="start the app without --data", choose="python examples/mnist.py "
+    "--dataset {name} (the app trains on MNIST)", no_download="the app was started with "
+    "--no-download", allow_download="start the app without --no-download, with internet access")
 
 
 class RequestError(Exception):
     """A request the app refuses: ``status`` is the HTTP status, the message says what
     is wrong and how to do it right."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.fields = fields  # more for the client to act on, sent beside "detail"
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -93,6 +100,16 @@ def _object_with(payload: Any, allowed: tuple[str, ...], example: str) -> dict[s
 def no_fields(payload: Any) -> None:
     """Check a body that must be an empty JSON object, ``{}``."""
     _object_with(payload, (), "{}")
+
+
+def parse_save_request(payload: Any) -> bool:
+    """``POST /api/save``'s body, ``{}`` or ``{"overwrite": true}``: whether the client
+    confirmed replacing a model that reads the test digits better."""
+    payload = _object_with(payload, ("overwrite",), '{"overwrite": true}')
+    overwrite = payload.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise RequestError(422, f'"overwrite" must be true or false, got {json.dumps(overwrite)}')
+    return overwrite
 
 
 def parse_image(payload: Any) -> np.ndarray:
@@ -228,9 +245,11 @@ def model_inputs(model: nn.Sequential, rows: np.ndarray) -> np.ndarray:
 
 
 class DigitReader:
-    """A model that reads pictures of digits: ``side``² inputs, 10 outputs (logits)."""
+    """A model that reads pictures of digits: ``side``² inputs, 10 outputs (logits);
+    ``accuracy``: its test accuracy where known (a model trained here)."""
 
-    def __init__(self, model: nn.Sequential, source: str) -> None:
+    def __init__(self, model: nn.Sequential, source: str, accuracy: float | None = None) \
+            -> None:
         inputs, outputs = model.in_features, model.out_features
         side = math.isqrt(inputs) if inputs else image_side(model) or 0
         if (inputs and side * side != inputs) or side < 8 or outputs != CLASSES:
@@ -238,7 +257,7 @@ class DigitReader:
                 f"{source}: the model takes {inputs} inputs and gives {outputs} outputs; the "
                 f"digit app needs a square picture's pixels in (e.g. 784 = 28 x 28) and "
                 f"{CLASSES} class scores out, as examples/mnist.py trains")
-        self.model, self.source, self.side = model, source, side
+        self.model, self.source, self.side, self.accuracy = model, source, side, accuracy
         # Layers keep what backward needs from their last forward: one forward at a time.
         self._lock = threading.Lock()
 
@@ -256,7 +275,8 @@ class DigitReader:
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "architecture": architecture(self.model),
-                "parameters": self.model.parameter_count(), "side": self.side}
+                "parameters": self.model.parameter_count(), "side": self.side,
+                "accuracy": self.accuracy}
 
 
 # -- training runs ------------------------------------------------------------------------
@@ -389,12 +409,18 @@ class _RunEvents(nn.Callback):
             self.model.stop_training = True
 
 
+def accuracy_on(model: nn.Sequential, images: np.ndarray, labels: np.ndarray) -> float:
+    """The share of ``images`` that ``model`` reads as their ``labels``."""
+    predicted = np.argmax(nn.to_numpy(model.predict(images)), axis=1)
+    return float(np.mean(predicted == labels))
+
+
 def misclassified(model: nn.Sequential, images: np.ndarray, labels: np.ndarray,
                   shown: int = MISCLASSIFIED_SHOWN) -> tuple[float, dict[str, Any]]:
     """The test accuracy, and the first ``shown`` test images the model gets wrong (as
     base64 bytes, 0-255), with their true and predicted digits."""
     predicted = np.argmax(nn.to_numpy(model.predict(model_inputs(model, images))), axis=1)
-    wrong = np.flatnonzero(predicted != labels)[:shown]
+    wrong = nn.metrics.misclassified(predicted, labels, shown)
     pixels = np.round(images[wrong] * 255).astype(np.uint8)
     return float(np.mean(predicted == labels)), {
         "count": int(wrong.size), "side": math.isqrt(images.shape[1]),
@@ -412,11 +438,12 @@ class Trainer:
     """
 
     def __init__(self, load_data: Callable[[], Dataset],
-                 on_trained: Callable[[nn.Sequential, str], None]) -> None:
+                 on_trained: Callable[[nn.Sequential, str, float], None]) -> None:
         self._load_data, self._on_trained = load_data, on_trained
         self._lock = threading.Lock()
         self._runs = 0
         self.run: TrainingRun | None = None
+        self.data: Dataset | None = None  # what the last run trained on (its test set)
 
     @property
     def busy(self) -> bool:
@@ -459,7 +486,7 @@ class Trainer:
     def _train(self, run: TrainingRun, started: float) -> None:
         settings = run.settings
         run.emit("status", message="loading MNIST")
-        data = self._load_data()
+        data = self.data = self._load_data()
         x_train, y_train, x_val, y_val = data.split(VALIDATION_SAMPLES, settings.limit)
         nn.seed(0)
         side = math.isqrt(data.x_train.shape[1])
@@ -479,7 +506,7 @@ class Trainer:
         accuracy, wrong = misclassified(model, data.x_test, data.y_test)
         source = (f"trained here (run {run.number}: {architecture(model)}, "
                   f"test accuracy {accuracy:.2%})")
-        self._on_trained(model, source)
+        self._on_trained(model, source, accuracy)
         run.emit("done", done=True, stopped=run.stop_requested, test_accuracy=accuracy,
                  misclassified=wrong, seconds=round(time.perf_counter() - started, 3),
                  model=source)
@@ -507,18 +534,21 @@ class AppState:
         self._dataset: Dataset | None = None
         self._data_lock = threading.Lock()
         self.trainer = Trainer(load_data or self._mnist, self.adopt)
+        self.trained = False  # whether the current model was trained here (Save applies)
 
     def _mnist(self) -> Dataset:
         with self._data_lock:
             if self._dataset is None:
                 self._dataset = load("mnist", self._data_root, download=self._download,
-                                     progress=False, root_name="--data")
+                                     progress=False, interface=APP_INTERFACE)
             return self._dataset
 
-    def adopt(self, model: nn.Sequential, source: str) -> None:
-        """Make ``model`` the one the draw page reads with (one reference swap: a
-        prediction in flight finishes with the model it started with)."""
-        self.reader = DigitReader(model, source)
+    def adopt(self, model: nn.Sequential, source: str, accuracy: float | None = None) -> None:
+        """Make ``model`` (trained here, of test ``accuracy``) the one the draw page reads
+        with (one reference swap: a prediction in flight finishes with the model it
+        started with)."""
+        self.reader = DigitReader(model, source, accuracy)
+        self.trained = True
 
     def read(self, image: np.ndarray) -> dict[str, Any]:
         reader = self.reader
@@ -529,8 +559,14 @@ class AppState:
                                     "digits.safetensors makes one)")
         return reader.read(image)
 
-    def save(self) -> Path:
-        """Write the current model to ``save_path``, atomically."""
+    def save(self, overwrite: bool = False) -> dict[str, Any]:
+        """Write the current model to ``save_path``, atomically: ``{"path", "accuracy",
+        "replaced"}``, ``replaced`` saying what the file held (``{"accuracy"}``, None if
+        unknown) or None for a new file.
+
+        A model of higher test accuracy (measured on the test set of the last run) is
+        replaced only with ``overwrite``; otherwise ``RequestError`` 409 with both
+        accuracies, for the page to ask."""
         reader = self.reader
         if reader is None:
             raise RequestError(409, "there is no model to save yet: train one first")
@@ -539,18 +575,43 @@ class AppState:
             raise RequestError(409, f"{path.resolve()} exists and was not named with --model: "
                                     "start the app with --model PATH to choose where "
                                     "trained models are saved")
+        replaced = {"accuracy": self._accuracy_of(path)} if path.exists() else None
+        better = replaced is not None and None not in (replaced["accuracy"], reader.accuracy) \
+            and replaced["accuracy"] > reader.accuracy
+        if better and not overwrite:
+            raise RequestError(
+                409, f"{path.resolve()} holds a model of test accuracy "
+                     f"{replaced['accuracy']:.2%}, better than this one's {reader.accuracy:.2%}: "
+                     "send {\"overwrite\": true} to replace it",
+                path=str(path.resolve()), saved_accuracy=replaced["accuracy"],
+                accuracy=reader.accuracy)
         try:
             nn.save(reader.model, str(path))
         except (OSError, NNScratchError) as err:
             raise RequestError(500, f"could not save the model to {path.resolve()}: {err}") \
                 from err
-        return path.resolve()
+        return {"path": str(path.resolve()), "accuracy": reader.accuracy, "replaced": replaced}
+
+    def _accuracy_of(self, path: Path) -> float | None:
+        """The test accuracy of the model saved at ``path`` on the last run's test set;
+        None where there is no such set or the file holds no digit reader."""
+        data = self.trainer.data
+        if data is None:
+            return None
+        try:
+            model = load_reader(path).model
+            if model.in_features != data.x_test.shape[1]:
+                return None
+            return accuracy_on(model, data.x_test, data.y_test)
+        except (OSError, NNScratchError):
+            return None
 
     def status(self) -> dict[str, Any]:
         run = self.trainer.run
         return {
             "backend": str(nn.get_backend()),
             "model": None if self.reader is None else self.reader.describe(),
+            "trained": self.trained,
             "training": None if run is None else {"run": run.number, "running": not run.finished},
             "save_path": str(self.save_path.resolve()),
             "defaults": asdict(TrainSettings()),
@@ -566,6 +627,7 @@ def load_reader(path: str | Path) -> DigitReader:
 
 __all__ = [
     "MAX_BODY_BYTES", "MAX_IMAGE_SIDE", "AppState", "DigitReader",
-    "RequestError", "TrainSettings", "Trainer", "TrainingRun", "format_event",
-    "load_reader", "no_fields", "parse_image", "parse_json", "parse_train_settings",
+    "RequestError", "TrainSettings", "Trainer", "TrainingRun", "accuracy_on", "format_event",
+    "load_reader", "no_fields", "parse_image", "parse_json", "parse_save_request",
+    "parse_train_settings",
 ]

@@ -9,7 +9,9 @@
                            optional) → 202; 409 while a run is going
 ``POST /api/train/stop``   stop the run after its current epoch → 202
 ``GET /api/train/events``  ``text/event-stream``: the run's events; ``Last-Event-ID`` resumes
-``POST /api/save``         save the current model where the server was told to
+``POST /api/save``         save the current model where the server was told to: ``{"path",
+                           "accuracy", "replaced"}``; 409 with both accuracies before
+                           replacing a better model, unless ``{"overwrite": true}``
 =========================  ====================================================================
 
 Bad requests get a 4xx and ``{"detail": "what is wrong"}``: 400 not JSON, 413 too
@@ -35,6 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from nnscratch.app.core import (
     MAX_BODY_BYTES,
@@ -45,6 +48,7 @@ from nnscratch.app.core import (
     no_fields,
     parse_image,
     parse_json,
+    parse_save_request,
     parse_train_settings,
 )
 from nnscratch.errors import DataError
@@ -52,6 +56,7 @@ from nnscratch.errors import DataError
 STATIC = Path(__file__).parent / "static"
 POLL_SECONDS = 0.05  # how often an event stream looks for new events
 KEEP_ALIVE_SECONDS = 15.0  # a comment line, so that proxies keep a quiet stream open
+DRAIN_BYTES = 64 * 2**20  # at most this much of a refused body is read, to deliver the 413
 # The pages load nothing from elsewhere; the browser enforces it.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -74,7 +79,7 @@ def create_app(state: AppState | None = None, *,
 
     @app.exception_handler(RequestError)
     async def refuse(_: Request, err: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": err.message}, status_code=err.status)
+        return JSONResponse({"detail": err.message, **err.fields}, status_code=err.status)
 
     @app.get("/", include_in_schema=False)
     async def draw_page() -> FileResponse:
@@ -118,10 +123,10 @@ def create_app(state: AppState | None = None, *,
 
     @app.post("/api/save")
     async def save(request: Request) -> dict[str, Any]:
-        # No field at all: where the model goes is the server's choice (--model).
-        no_fields(parse_json(await read_json_body(request, allow_empty=True)))
-        path = await run_in_threadpool(state.save)
-        return {"path": str(path)}
+        # Where the model goes is the server's choice (--model), never the client's.
+        overwrite = parse_save_request(parse_json(await read_json_body(request,
+                                                                       allow_empty=True)))
+        return await run_in_threadpool(state.save, overwrite)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
@@ -145,16 +150,32 @@ async def read_json_body(request: Request, allow_empty: bool = False) -> bytes:
     too_large = RequestError(413, f"the request body is larger than {MAX_BODY_BYTES:,} "
                                   "bytes: send a smaller image (at most 1024 x 1024)")
     declared = request.headers.get("content-length", "")
+    stream = request.stream()
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        await _drain(stream, 0)
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
+            await _drain(stream, size)
             raise too_large
         chunks.append(chunk)
     body = b"".join(chunks)
     return b"{}" if allow_empty and not body.strip() else body
+
+
+async def _drain(stream: AsyncIterator[bytes], received: int) -> None:
+    """Read and drop the rest of a refused body, up to ``DRAIN_BYTES`` in all: a server
+    that answers and closes while the client is still sending resets the connection,
+    and the client never reads the answer (the 413 that says what is wrong)."""
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > DRAIN_BYTES:
+                return  # beyond this, the connection is closed under the sender
+    except ClientDisconnect:
+        return
 
 
 async def event_stream(run: TrainingRun, start: int) -> AsyncIterator[str]:

@@ -4,7 +4,9 @@ anything the loader wants the user to know)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,14 +82,7 @@ class Dataset:
 
     def class_name(self, label: int) -> str:
         """The name of class ``label`` (the label itself, as text, when there are no names)."""
-        label = int(label)
-        if not self.class_names:
-            return str(label)
-        if not 0 <= label < len(self.class_names):
-            raise DataError(
-                f"{self.name}: no class {label}: the labels are 0 to {len(self.class_names) - 1}"
-            )
-        return self.class_names[label]
+        return class_name(label, self.class_names, f"{self.name}: ")
 
     def __repr__(self) -> str:
         def describe(array: np.ndarray) -> str:
@@ -100,4 +95,19 @@ class Dataset:
         )
 
 
-__all__ = ["Dataset"]
+
+
+def class_name(label: Any, class_names: Sequence[str] | None, owner: str = "") -> str:
+    """``class_names[label]``, or the label itself as text where there are no names;
+    ``DataError`` for a label that is not 0 to len(class_names) − 1 (``owner`` begins the
+    message: whose names they are)."""
+    if not class_names:
+        return str(label)
+    if not (float(label).is_integer() and 0 <= int(label) < len(class_names)):
+        raise DataError(f"{owner}label {label} has no class name: no class {label} among "
+                        f"the {len(class_names)} names, for the labels 0 to "
+                        f"{len(class_names) - 1}")
+    return str(class_names[int(label)])
+
+
+__all__ = ["Dataset", "class_name"]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnscratch._files import atomic_write
+from nnscratch._files import NotARegularFileError, atomic_write, read_regular
 from nnscratch.errors import DataError
 
 #: The element type of each dtype code; IDX stores every element big-endian.
@@ -98,7 +98,10 @@ def read_raw(path: str | os.PathLike, max_size: int | None = None) -> bytes:
                     f"{path}: the file has {stored} bytes, far more than the {max_size} "
                     "bytes it should hold: refused unread"
                 )
-        return Path(path).read_bytes()
+        return read_regular(path)  # a FIFO would block, a device might never end
+    except NotARegularFileError as err:
+        raise DataError(f"{path}: cannot read the IDX file: it is {err.kind}, not a "
+                        "regular file") from err
     except OSError as err:
         raise DataError(f"{path}: cannot read the IDX file: {err.strerror or err}") from err
 

@@ -50,7 +50,11 @@ real data. A bad file in the cache is an error, not a reason to fall back.
 download; ``NNSCRATCH_DATA`` is ignored for them and ``root=`` is a :class:`ConfigError`.
 
 Messages for the user (the notes, the banner) go to ``report``, one call each; by default
-they are printed on stderr. The notes are also kept in ``Dataset.notes``.
+they are printed on stderr. The notes are also kept in ``Dataset.notes``. Messages speak
+the words of the interface the user meets the loader through (``interface``): a library
+caller reads ``root=`` and ``load('mnist')``, a user of ``examples/mnist.py`` reads
+``--data DIR`` and ``--dataset mnist`` (:data:`COMMAND_LINE`). An error's first line says
+what failed and how to fix it; the lines after it (the mirrors tried) are the details.
 """
 
 from __future__ import annotations
@@ -74,6 +78,29 @@ from nnscratch.errors import ConfigError, DataError
 #: What ``fallback=`` accepts: the datasets that can stand in when nothing was named.
 FALLBACKS = ("digits",)
 
+
+
+@dataclass(frozen=True)
+class Interface:
+    """How the user names things in the interface that calls :func:`load`, for its
+    messages. Each field is the phrase that does the job there."""
+
+    folder: str = "root"  # what named the folder, e.g. "--data"
+    name_folder: str = "root="  # how to name a folder, e.g. "--data DIR"
+    unname_folder: str = "pass root=None"  # how to stop naming one, e.g. "drop --data"
+    choose: str = "load({name!r})"  # how to choose the dataset {name}
+    no_download: str = "download=False"  # what forbade the download
+    allow_download: str = "allow the download (download=True) with internet access"
+
+
+#: The library's own words (``load(..., root=...)``).
+LIBRARY = Interface()
+#: The words of a command line with ``--data DIR``, ``--dataset NAME``, ``--no-download``
+#: (``examples/mnist.py``).
+COMMAND_LINE = Interface(folder="--data", name_folder="--data DIR", unname_folder="drop --data",
+                         choose="--dataset {name}", no_download="--no-download",
+                         allow_download="run without --no-download, with internet access")
+
 _BANNER_RULE = "!" * 78
 _BANNER_WIDTH = 72
 
@@ -92,7 +119,7 @@ def load(
     progress: bool = True,
     fallback: str | None = None,
     report: Callable[[str], None] | None = print_to_stderr,
-    root_name: str = "root",
+    interface: Interface = LIBRARY,
 ) -> Dataset:
     """Load the dataset called ``name``: ``"mnist"``, ``"fashion-mnist"``, ``"kmnist"`` or
     ``"digits"`` (see :data:`~nnscratch.datasets.registry.DATASETS`).
@@ -106,8 +133,9 @@ def load(
     ``download`` is false, with a progress display when ``progress`` is true.
     ``fallback="digits"`` returns the 8x8 digits when nothing was named and the dataset
     can be neither found in the cache nor downloaded. ``report`` receives each message
-    for the user (None: silent). ``root_name`` is what the user typed to name ``root``
-    (e.g. ``"--data"``), for the messages.
+    for the user (None: silent). ``interface`` gives the messages the words of the
+    interface the user called through (:data:`COMMAND_LINE` for ``--data DIR``,
+    ``--dataset NAME``; default the library's, ``root=``).
 
     Raises :class:`ConfigError` for an unknown name or fallback, :class:`DataError` for
     data that cannot be found, downloaded or read, or is not what it should be.
@@ -118,21 +146,25 @@ def load(
     tell = report if report is not None else _silent
     if not spec.files:  # the 8x8 digits ship with scikit-learn: no folder, no download
         if root is not None:
-            raise ConfigError("the 8x8 digits ship with scikit-learn: root= does not apply")
+            raise ConfigError(f"the 8x8 digits ship with scikit-learn: {interface.name_folder} "
+                              "does not apply")
         return digits_module.load_digits()
 
-    named, origin = _named_folder(root, root_name)
+    named, origin = _named_folder(root, interface.folder)
     if named is not None:
-        dataset = _load_named(spec, named, origin)
+        dataset = _load_named(spec, named, origin, interface)
     else:
         cache = cache_dir(spec.name)
-        unavailable = _fill_cache(spec, cache, download, mirrors, progress)
+        unavailable = _fill_cache(spec, cache, download, mirrors, progress, interface)
         if unavailable is None:
-            dataset = _load_cached(spec, cache)
+            dataset = _load_cached(spec, cache, interface)
         elif fallback is None:
-            raise DataError(f"{unavailable} {_how_to_get(spec, cache, download)}")
+            reason, details = unavailable
+            raise DataError(f"{reason} {_how_to_get(spec, cache, download, interface)}\n"
+                            f"{details}")
         else:
-            dataset = _fall_back(spec, cache, unavailable, download, tell)
+            dataset = _fall_back(spec, cache, " ".join(unavailable), download, tell,
+                                 interface)
     for note in dataset.notes:
         tell(note)
     return dataset
@@ -179,11 +211,11 @@ def _named_by(origin: str) -> str:
             "root": "the root argument"}.get(origin, origin)
 
 
-def _other_choices(spec: DatasetSpec, origin: str) -> str:
+def _other_choices(spec: DatasetSpec, origin: str, interface: Interface) -> str:
     if origin == "NNSCRATCH_DATA":
         return (f"point NNSCRATCH_DATA at a folder of {spec.title} files, or unset it to use "
                 "the per-user cache (and download there)")
-    drop = "pass root=None" if origin == "root" else f"drop {origin}"
+    drop = interface.unname_folder
     return f"name a folder that holds the {spec.title} files, or {drop} to use the " \
            "per-user cache (and download there)"
 
@@ -199,12 +231,12 @@ class _FileRead:
     gz_md5: str | None  # None for a decompressed file
 
 
-def _load_named(spec: DatasetSpec, folder: Path, origin: str) -> Dataset:
+def _load_named(spec: DatasetSpec, folder: Path, origin: str, interface: Interface) -> Dataset:
     where = f"{folder} (named by {_named_by(origin)})"
     if not folder.exists():
-        raise DataError(f"{where} does not exist: {_other_choices(spec, origin)}")
+        raise DataError(f"{where} does not exist: {_other_choices(spec, origin, interface)}")
     if not folder.is_dir():
-        raise DataError(f"{where} is not a folder: {_other_choices(spec, origin)}")
+        raise DataError(f"{where} is not a folder: {_other_choices(spec, origin, interface)}")
     paths = {field: _find(folder, file) for field, file in spec.files.items()}
     missing = [spec.files[field].name + ".gz" for field, path in paths.items() if path is None]
     if missing:
@@ -212,7 +244,7 @@ def _load_named(spec: DatasetSpec, folder: Path, origin: str) -> Dataset:
             f"{where} lacks {len(missing)} of the {len(spec.files)} {spec.title} files: "
             f"{', '.join(missing)} (or each decompressed, without .gz). A named folder is "
             f"used as it is or not at all: nothing is downloaded into it and no other folder "
-            f"stands in for it. Add the files, or {_other_choices(spec, origin)}."
+            f"stands in for it. Add the files, or {_other_choices(spec, origin, interface)}."
         )
     reads = {field: _read_named(path) for field, path in paths.items()}
     other = _holds_another_dataset(spec, reads)
@@ -220,8 +252,8 @@ def _load_named(spec: DatasetSpec, folder: Path, origin: str) -> Dataset:
         other_spec, names = other
         raise DataError(
             f"{where} holds the canonical {other_spec.title} files ({', '.join(names)}), not "
-            f"{spec.title}: to use them, load({other_spec.name!r}); else "
-            f"{_other_choices(spec, origin)}."
+            f"{spec.title}: to use them, {interface.choose.format(name=other_spec.name)}; else "
+            f"{_other_choices(spec, origin, interface)}."
         )
     arrays = {field: read.array for field, read in reads.items()}
     dataset = _to_dataset(spec, arrays, {f: r.path for f, r in reads.items()}, folder)
@@ -292,15 +324,19 @@ def _canonical_note(spec: DatasetSpec, folder: Path, reads: dict[str, _FileRead]
 
 
 def _fill_cache(spec: DatasetSpec, cache: Path, download: bool,
-                mirrors: Sequence[str] | None, progress: bool) -> str | None:
-    """Download what the cache lacks; return None when it holds every file, else why not."""
-    missing = [file for file in spec.files.values() if _find_cached(cache, file) is None]
+                mirrors: Sequence[str] | None, progress: bool, interface: Interface
+                ) -> tuple[str, str] | None:
+    """Download what the cache lacks; return None when it holds every file, else why not:
+    the reason in a sentence, and the details (the files missing, each mirror's failure)."""
+    missing = [file for file in spec.files.values()
+               if _find_cached(cache, file, interface) is None]
     if not missing:
         return None
     names = ", ".join(file.name + ".gz" for file in missing)
+    lacks = f"The cache lacks {names}."
     if not download:
-        return (f"{spec.title} is not in the per-user cache {cache} (it lacks {names}) "
-                "and download=False.")
+        return (f"{spec.title} is not in the per-user cache {cache} and "
+                f"{interface.no_download}.", lacks)
     mirrors = spec.mirrors if mirrors is None else tuple(mirrors)
     for file in missing:
         urls = [_join_url(mirror, file.name + ".gz") for mirror in mirrors]
@@ -310,8 +346,8 @@ def _fill_cache(spec: DatasetSpec, cache: Path, download: bool,
                 urls, cache / (file.name + ".gz"), expected_md5, size, progress, md5_of=md5_of
             )
         except DataError as err:
-            return (f"{spec.title} is not in the per-user cache {cache} (it lacks {names}) "
-                    f"and the download failed from every mirror: {err}.")
+            return (f"{spec.title} is not in the per-user cache {cache} and could not be "
+                    "downloaded.", f"{lacks}\nThe download failed from every mirror: {err}.")
     return None
 
 
@@ -324,15 +360,15 @@ def _checksum(file: DataFile) -> tuple[str, int, str]:
     return file.gz_md5, file.size, "gz"
 
 
-def _load_cached(spec: DatasetSpec, cache: Path) -> Dataset:
-    paths = {field: _find_cached(cache, file) for field, file in spec.files.items()}
+def _load_cached(spec: DatasetSpec, cache: Path, interface: Interface) -> Dataset:
+    paths = {field: _find_cached(cache, file, interface) for field, file in spec.files.items()}
     if any(path is None for path in paths.values()):  # deleted between download and now
         raise DataError(f"{spec.title} files disappeared from {cache} while loading: load again")
     arrays = {field: _read_cached(paths[field], file) for field, file in spec.files.items()}
     return _to_dataset(spec, arrays, paths, cache)
 
 
-def _find_cached(cache: Path, file: DataFile) -> Path | None:
+def _find_cached(cache: Path, file: DataFile, interface: Interface) -> Path | None:
     """The cached copy of ``file``: its .gz, or for a dataset verified by content (MNIST)
     also the decompressed file. A decompressed file that cannot be verified is an error."""
     path = _find(cache, file)
@@ -341,7 +377,7 @@ def _find_cached(cache: Path, file: DataFile) -> Path | None:
             f"{path}: a decompressed file in the per-user cache cannot be verified (only the "
             f".gz files' checksums are published for this dataset): delete it, and the .gz "
             "is downloaded again; or move it to a folder of your own and name that folder "
-            "(root= or NNSCRATCH_DATA) to use it as given."
+            f"({interface.name_folder} or NNSCRATCH_DATA) to use it as given."
         )
     return path
 
@@ -365,19 +401,19 @@ def _read_cached(path: Path, file: DataFile) -> np.ndarray:
         ) from err
 
 
-def _how_to_get(spec: DatasetSpec, cache: Path, download: bool) -> str:
-    names = ", ".join(file.name + ".gz" for file in spec.files.values())
-    first = ("allow the download (download=True) with internet access" if not download
-             else "check the internet connection and load again")
-    return (f"To get {spec.title}: {first}; or put its files ({names}) into {cache}; or name "
-            "a folder that holds them with root= or the NNSCRATCH_DATA environment variable.")
+def _how_to_get(spec: DatasetSpec, cache: Path, download: bool, interface: Interface) -> str:
+    first = (interface.allow_download if not download
+             else "check the internet connection and try again")
+    return (f"To get {spec.title}: {first}; or name a folder that holds its files with "
+            f"{interface.name_folder} or the NNSCRATCH_DATA environment variable; or put "
+            f"them into {cache}.")
 
 
 # -- the fallback --------------------------------------------------------------------------
 
 
 def _fall_back(spec: DatasetSpec, cache: Path, reason: str, download: bool,
-               tell: Callable[[str], None]) -> Dataset:
+               tell: Callable[[str], None], interface: Interface) -> Dataset:
     try:
         digits = digits_module.load_digits()
     except DataError as err:
@@ -388,7 +424,7 @@ def _fall_back(spec: DatasetSpec, cache: Path, reason: str, download: bool,
     tell(banner_text([
         f"{spec.title.upper()} IS NOT AVAILABLE: using the 8x8 scikit-learn digits instead.",
         f"Why: {reason}",
-        _how_to_get(spec, cache, download),
+        _how_to_get(spec, cache, download, interface),
         f"Results on the 8x8 digits say nothing about {spec.title}.",
     ]))
     return replace(digits, fallback_reason=reason)
@@ -477,5 +513,5 @@ def _silent(message: str) -> None:
     """``report=None``: say nothing."""
 
 
-__all__ = ["FALLBACKS", "banner_text", "cache_dir", "get_spec", "load",
-           "print_to_stderr"]
+__all__ = ["COMMAND_LINE", "FALLBACKS", "LIBRARY", "Interface", "banner_text", "cache_dir",
+           "get_spec", "load", "print_to_stderr"]

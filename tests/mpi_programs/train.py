@@ -158,6 +158,13 @@ def main(case: str, out: Path) -> int:
     elif case == "interrupt":  # trains until Ctrl-C, writing a checkpoint every epoch
         checkpoint = [nn.Checkpoint(out / "run.safetensors")] if comm.rank == 0 else []
         fit(build_model(), data, comm, epochs=10_000, callbacks=[*checkpoint, Slow()])
+    elif case == "threads":  # the thread pools each rank was left with
+        from threadpoolctl import threadpool_info
+
+        pools = [pool["num_threads"] for pool in threadpool_info()]
+        (out / f"rank{comm.rank}.json").write_text(json.dumps(
+            {"threads": comm.threads, "describe": comm.describe(), "pools": pools,
+             "local_size": comm.local_size}))
     else:
         raise SystemExit(f"unknown case {case!r}")
     return 0

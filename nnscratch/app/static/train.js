@@ -9,17 +9,33 @@ const saveButton = document.getElementById("save");
 const stateLine = document.getElementById("state");
 const progressBar = document.getElementById("epoch-progress");
 const progressText = document.getElementById("progress-text");
+const saveResult = document.getElementById("save-result");
 const SVG = "http://www.w3.org/2000/svg";
+const STORED = "nnscratch.train.settings"; // the form's values, kept across reloads
+const FIELDS = ["hidden", "epochs", "lr", "batch-size", "limit"];
 
 let source = null;
 let run = freshRun();
+let trainedHere = false; // a model trained in this app exists: Save applies to it
 
 function freshRun() {
   return { epochs: 1, loss: [], valLoss: [], accuracy: [], valAccuracy: [] };
 }
 
+// A message's first line is shown; the lines after it (an error's details: the mirrors
+// tried, say) wait behind a "details" toggle, so that a long error keeps the page's shape.
 function setState(text, state) {
-  stateLine.textContent = text;
+  const [first, ...rest] = String(text).split("\n");
+  stateLine.textContent = first;
+  if (rest.join("").trim()) {
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    const more = document.createElement("pre");
+    summary.textContent = "details";
+    more.textContent = rest.join("\n");
+    details.append(summary, more);
+    stateLine.append(details);
+  }
   stateLine.dataset.state = state;
   stateLine.classList.toggle("error", state === "error");
 }
@@ -27,24 +43,54 @@ function setState(text, state) {
 function running(yes) {
   startButton.disabled = yes;
   stopButton.disabled = !yes;
-  if (yes) saveButton.disabled = true;
+  saveButton.disabled = yes || !trainedHere;
 }
 
 // -- starting and following a run ------------------------------------------------------
 
+// The form's settings for POST /api/train; a string (what is wrong) if they cannot be.
 function settings() {
   const number = (id) => Number(document.getElementById(id).value);
-  const hidden = document.getElementById("hidden").value.split(/[\s,]+/).filter(Boolean)
-    .map(Number);
-  return { hidden, epochs: number("epochs"), lr: number("lr"),
+  const typed = document.getElementById("hidden").value;
+  const parts = typed.split(/[\s,]+/).filter(Boolean);
+  if (!parts.length || !parts.every((part) => /^\d+$/.test(part))) {
+    return `Hidden layers takes widths, whole numbers separated by commas (e.g. 128 or `
+      + `256,128); got "${typed}"`;
+  }
+  return { hidden: parts.map(Number), epochs: number("epochs"), lr: number("lr"),
            batch_size: number("batch-size"), limit: number("limit") };
 }
 
+function storeForm() {
+  const values = {};
+  for (const id of FIELDS) values[id] = document.getElementById(id).value;
+  try { localStorage.setItem(STORED, JSON.stringify(values)); } catch { /* storage off */ }
+}
+
+function fillForm(values) {
+  for (const id of FIELDS) {
+    if (values[id] !== undefined && values[id] !== null) {
+      document.getElementById(id).value = String(values[id]);
+    }
+  }
+}
+
+function restoreForm() {
+  try { fillForm(JSON.parse(localStorage.getItem(STORED) || "{}")); } catch { /* none */ }
+}
+
+form.addEventListener("input", storeForm);
+
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
+  const chosen = settings();
+  if (typeof chosen === "string") {
+    setState(chosen, "error");
+    return;
+  }
   running(true);
   setState("starting…", "running");
-  const { status, body } = await nnscratch.api("/api/train", settings());
+  const { status, body } = await nnscratch.api("/api/train", chosen);
   if (status === 202 || status === 409) {
     if (status === 409) setState(`${body.detail} Showing that run.`, "running");
     follow();
@@ -59,12 +105,36 @@ stopButton.addEventListener("click", async () => {
   setState(body.detail, stateLine.dataset.state);
 });
 
-saveButton.addEventListener("click", async () => {
-  const result = document.getElementById("save-result");
-  const { ok, body } = await nnscratch.api("/api/save", {});
-  result.textContent = ok ? `saved to ${body.path}` : body.detail;
-  result.classList.toggle("error", !ok);
-});
+const percent = (share) => (share === null || share === undefined ? "unknown"
+  : `${(100 * share).toFixed(2)}%`);
+
+// Save says what it replaces, and asks before replacing a model that reads better.
+async function save(overwrite) {
+  const { ok, status, body } = await nnscratch.api("/api/save",
+                                                   overwrite ? { overwrite: true } : {});
+  if (status === 409 && body.saved_accuracy !== undefined) {
+    const question = `${body.path} holds a model of test accuracy `
+      + `${percent(body.saved_accuracy)}, better than this one's ${percent(body.accuracy)}. `
+      + "Replace it?";
+    if (window.confirm(question)) return save(true);
+    saveResult.textContent = `not saved: ${body.path} keeps its model `
+      + `(test accuracy ${percent(body.saved_accuracy)})`;
+    saveResult.classList.remove("error");
+    return undefined;
+  }
+  if (ok) {
+    const replaced = body.replaced ? `, replacing a model of test accuracy `
+      + `${percent(body.replaced.accuracy)}` : "";
+    saveResult.textContent = `saved to ${body.path} (test accuracy ${percent(body.accuracy)})`
+      + replaced;
+  } else {
+    saveResult.textContent = body.detail;
+  }
+  saveResult.classList.toggle("error", !ok);
+  return undefined;
+}
+
+saveButton.addEventListener("click", () => save(false));
 
 // The browser reconnects by itself if the connection drops, sending the id of the last
 // event it got (Last-Event-ID), and the server resumes after it.
@@ -88,6 +158,11 @@ function handle(event) {
     case "start":
       run = freshRun();
       run.epochs = event.settings.epochs;
+      // The form shows the settings of the run the charts show.
+      fillForm({ ...event.settings, hidden: event.settings.hidden.join(","),
+                 "batch-size": event.settings.batch_size,
+                 limit: event.settings.limit ?? document.getElementById("limit").max });
+      storeForm();
       clearResults();
       drawCharts();
       drawWeights(event.weights);
@@ -113,8 +188,8 @@ function handle(event) {
       break;
     case "done":
       source.close();
+      trainedHere = true;
       running(false);
-      saveButton.disabled = false;
       document.getElementById("test-accuracy").textContent =
         `test accuracy ${(100 * event.test_accuracy).toFixed(2)}%`;
       drawMisclassified(event.misclassified);
@@ -249,9 +324,12 @@ function drawMisclassified(wrong) {
 
 // -- the page --------------------------------------------------------------------------
 
+restoreForm();
 drawCharts();
 nnscratch.showStatus().then((status) => {
   if (!status) return;
   document.getElementById("backend").textContent = status.backend;
+  trainedHere = status.trained;
+  running(Boolean(status.training && status.training.running));
   if (status.training) follow(); // show the latest run, finished or going
 });
