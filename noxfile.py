@@ -34,6 +34,7 @@ BACKENDS = [
     ("array_api_strict", "array_api_strict", "", "backends/array-api-strict.txt"),
     ("array_api_strict-device1", "array_api_strict", "device1", "backends/array-api-strict.txt"),
     ("torch", "torch", "cpu", "backends/torch-cpu.txt"),
+    ("jax", "jax", "cpu", "backends/jax.txt"),
     ("cupy", "cupy", "", None),
 ]
 
@@ -86,8 +87,12 @@ def tests(session: nox.Session, backend: str, device: str, requirements: str | N
     # the trusted gradients and updates) and array-api-strict, so that the cross-backend
     # tests (same seed, same weights on every backend) run in every session too.
     _install(session, "-r", requirements, *REFERENCES)
-    _install(session, "-e", ".[test]")
-    env = {"NNSCRATCH_BACKEND": backend, **_data_env()}
+    # numba (the fused optimizer step) with numpy: tests/test_fused.py holds it to the
+    # standard path, which the other sessions (without numba) take
+    _install(session, "-e", ".[test,numba]" if backend == "numpy" else ".[test]")
+    # SCIPY_ARRAY_API=1: scikit-learn's array API checks of nnscratch.sklearn run
+    # (torch and array-api-strict inputs); without it sklearn skips them.
+    env = {"NNSCRATCH_BACKEND": backend, "SCIPY_ARRAY_API": "1", **_data_env()}
     if device:
         env["NNSCRATCH_DEVICE"] = device
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)

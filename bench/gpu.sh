@@ -17,9 +17,15 @@
 #   4. bench/mlp.py --gpu-only: nnscratch on cupy and torch CUDA against PyTorch CUDA
 #      eager (and fused Adam): ms/step and array operations per step;
 #   5. bench/opcount.py: the operation counts, by operator;
+#   5b. bench/fused.py --gpu: the fused optimizer kernel (CuPy's ElementwiseKernel) against
+#      the standard path and torch's Adam on CUDA (tests/test_fused.py, in step 1, checks
+#      that it computes the standard path's θ);
 #   6. bench/nccl_check.py: nnscratch.distributed's NCCL path, one GPU as one rank;
-#   7. bench/cnn.py --gpu: the CNNs on cupy and torch CUDA against PyTorch CUDA eager;
-#   8. examples/mnist.py --model cnn on the GPU: accuracy, seconds per epoch.
+#   7. where jax sees a GPU (jax[cuda12]): bench/compiled.py on CUDA, the compiled jax
+#      step against PyTorch CUDA eager and the jax.grad + optax anchor (compile included),
+#      and bench/time_to_accuracy.py on jax (fit compiles: seconds to 98%).
+#   8. bench/cnn.py --gpu: the CNNs on cupy and torch CUDA against PyTorch CUDA eager;
+#   9. examples/mnist.py --model cnn on the GPU: accuracy, seconds per epoch.
 # Everything goes to OUT_DIR (default $OUT, else bench/results/gpu-<date>): one log per
 # step, summary.txt, and the results JSON.
 set -uo pipefail
@@ -84,7 +90,7 @@ say "MNIST: ${DATA:-not found (the MNIST steps will say so)}"
 TESTS="tests/test_backend.py tests/test_layers.py tests/test_activations.py tests/test_losses.py
  tests/test_optim.py tests/test_training.py tests/test_reference_torch.py tests/test_parameters.py
  tests/test_opcount.py tests/test_checkpoint.py tests/test_metrics.py tests/test_divergence.py
- tests/test_errors.py tests/test_properties.py tests/test_io.py"
+ tests/test_errors.py tests/test_properties.py tests/test_io.py tests/test_fused.py"
 # shellcheck disable=SC2086
 step tests 180 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS
 if [ "$BACKEND" = cupy ]; then
@@ -103,7 +109,20 @@ step time-to-accuracy 60 "$PY" bench/time_to_accuracy.py --backend "$BACKEND" \
 step bench 120 "$PY" bench/mlp.py $BENCH --batch-sizes 128 --no-memory --fit-only \
   --out "$OUT_DIR/results.json"
 step opcount 30 "$PY" bench/opcount.py
+if [ "$BACKEND" = cupy ]; then  # the fused optimizer kernel: checked by tests/test_fused.py
+  step fused 30 "$PY" bench/fused.py --gpu --rounds 5  # (in step 1), timed here
+else
+  step fused 30 "$PY" bench/fused.py --rounds 2 --steps 3 --size 100000
+fi
 step nccl 30 "$PY" bench/nccl_check.py
+if "$PY" -c "import jax; jax.devices('gpu')" >/dev/null 2>&1; then
+  step jax-compiled 120 "$PY" bench/compiled.py --device cuda --rounds 3 \
+    --output "$OUT_DIR/compiled.json"
+  step jax-time-to-accuracy 60 "$PY" bench/time_to_accuracy.py --backend jax \
+    --device cuda --out "$OUT_DIR/results-jax.json"
+else
+  say "jax-compiled: skipped (jax with CUDA not installed, or it sees no GPU)"
+fi
 # shellcheck disable=SC2086
 step cnn-bench 75 "$PY" bench/cnn.py $CNN_BENCH --results "$OUT_DIR/results.json"
 # shellcheck disable=SC2086

@@ -49,6 +49,7 @@ from .losses import (
 )
 from .metrics import accuracy, confusion_matrix
 from .model import Sequential, mlp
+from .model_selection import CrossValidation, cross_validate
 from .normalization import BatchNorm
 from .optim import (
     SGD,
@@ -76,7 +77,7 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
     "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay",
-    "Sequential", "mlp", "cnn", "CNN_TRAINING",
+    "Sequential", "mlp", "cnn", "CNN_TRAINING", "cross_validate", "CrossValidation",
     "Callback", "History", "EarlyStopping", "ProgressBar",
     "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
     "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import get_backend, namespace
+from .backend import add_at, get_backend, namespace
 from .errors import ConfigError, ShapeError
 from .init import get_initializer
 from .layers import (
@@ -43,12 +43,12 @@ from .parameters import Span
 def _add_into(target: Any, key: tuple[Any, ...], values: Any) -> Any:
     """``target[key] += values``, returning the updated ``target``.
 
-    The only in-place write of this module, on arrays the layers allocate themselves
-    (a zero gradient, a zero-padded image); a backend with immutable arrays replaces it
-    with its functional update (``target.at[key].add(values)`` in JAX).
+    The only write of this module, on arrays the layers allocate themselves (a zero
+    gradient, a zero-padded image): in place where the library allows, a new array from
+    a functional update where arrays are immutable (JAX's ``target.at[key].add``), as
+    ``backend.add_at`` does. Keep the result: ``grad = _add_into(grad, key, part)``.
     """
-    target[key] += values
-    return target
+    return add_at(target, key, values)
 
 
 def _pair(name: str, value: Any) -> tuple[int, int]:

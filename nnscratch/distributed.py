@@ -57,7 +57,9 @@ from .backend import (
     get_backend,
     library_of,
     limit_threads,
+    mutable,
     namespace,
+    set_all,
     use_backend,
 )
 from .errors import BackendError, ConfigError
@@ -141,9 +143,10 @@ class MPICommunicator(Communicator):
     def allreduce_(self, array: Any) -> Any:
         if _is_cupy(array):
             return self._gpu().allreduce_(array)
-        with _HostBuffer(array) as host:
+        buffer = _HostBuffer(array)
+        with buffer as host:
             self.world.Allreduce(self.mpi.IN_PLACE, host, op=self.mpi.SUM)
-        return array
+        return buffer.array  # ``array``, or (JAX) the new array of the sums
 
     def allreduce_scalars(self, values: Sequence[float]) -> list[float]:
         buffer = np.asarray(values, dtype=np.float64)
@@ -153,9 +156,10 @@ class MPICommunicator(Communicator):
     def broadcast_(self, array: Any, root: int = 0) -> Any:
         if _is_cupy(array):
             return self._gpu().broadcast_(array, root)
-        with _HostBuffer(array) as host:
+        buffer = _HostBuffer(array)
+        with buffer as host:
             self.world.Bcast(host, root=root)
-        return array
+        return buffer.array
 
     def allgather(self, value: Any) -> list[Any]:
         return self.world.allgather(value)
@@ -199,12 +203,14 @@ class _HostBuffer:
     def __exit__(self, *exc_info: object) -> None:
         if self.copied and exc_info[0] is None:
             xp = namespace(self.array)
-            self.array[...] = xp.asarray(self.host, device=self.array.device)
+            self.array = set_all(self.array, xp.asarray(self.host, device=self.array.device))
 
 
 def _host_view(array: Any) -> np.ndarray | None:
     """A writable, contiguous NumPy view of ``array``'s memory, or None where there is
-    none (memory on a GPU)."""
+    none (memory on a GPU, or an immutable JAX array, which must not be written)."""
+    if not mutable(array):
+        return None
     try:
         view = np.from_dlpack(array)
     except (BufferError, RuntimeError, TypeError, ValueError):
@@ -476,7 +482,9 @@ def sum_gradients(comm: Communicator, parameters: Any, share: float) -> None:
     for param in parameters:
         if param.grad is not None:
             param.grad *= share
-            comm.allreduce_(param.grad)
+            summed = comm.allreduce_(param.grad)
+            if summed is not param.grad:  # an immutable array (JAX): the new one
+                param.grad = summed
 
 
 def broadcast_parameters(comm: Communicator, parameters: Any) -> None:
@@ -487,7 +495,9 @@ def broadcast_parameters(comm: Communicator, parameters: Any) -> None:
         comm.broadcast_(vector.value)
         return
     for param in parameters:
-        comm.broadcast_(param.value)
+        received = comm.broadcast_(param.value)
+        if received is not param.value:  # an immutable array (JAX): the new one
+            param.value = received
 
 
 def broadcast_states(comm: Communicator, layers: Any) -> None:

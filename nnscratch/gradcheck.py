@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import namespace
+from .backend import namespace, set_element
 from .errors import ConfigError
 from .losses import Loss
 from .model import Sequential
@@ -99,17 +99,24 @@ def _indexed(model: Sequential) -> list[tuple[int, Any]]:
 def _numeric_gradient(objective: Any, owner: Any, attribute: str, h: float) -> Any:
     """Central differences of ``objective`` w.r.t. every element of ``owner.<attribute>``,
     perturbing the array in place and restoring each element exactly."""
+    xp = namespace(getattr(owner, attribute))
+
+    def perturb(index: tuple[int, ...], value: float) -> None:
+        array = getattr(owner, attribute)
+        changed = set_element(array, index, value)  # in place, or (JAX) a new array
+        if changed is not array:
+            setattr(owner, attribute, changed)
+
     array = getattr(owner, attribute)
-    xp = namespace(array)
     numeric = xp.zeros(array.shape, dtype=array.dtype, device=array.device)
     for index in itertools.product(*(range(extent) for extent in array.shape)):
-        original = float(array[index])
-        array[index] = original + h
+        original = float(getattr(owner, attribute)[index])
+        perturb(index, original + h)
         plus = objective()
-        array[index] = original - h
+        perturb(index, original - h)
         minus = objective()
-        array[index] = original
-        numeric[index] = (plus - minus) / (2.0 * h)
+        perturb(index, original)
+        numeric = set_element(numeric, index, (plus - minus) / (2.0 * h))
     return numeric
 
 

@@ -48,10 +48,19 @@ class Layer:
     ``(N, C, H, W)``, not only ``(N, features)`` rows) and ``keeps_size`` (the layer
     leaves the number of values per sample as it is, e.g. an activation or ``Flatten``,
     so a ``Dense`` after it still tells the width the model's input must have).
+
+    One code path serves every backend, JAX's immutable arrays and a compiled step
+    included (``fit(compile=...)``): change stored arrays by assignment
+    (``self.running_mean *= m`` keeps the result; never ``x[...] = v``, see
+    ``backend.set_all``), read no values to the host inside ``forward``/``backward``
+    (``float(x)``), name in ``state_attributes`` the arrays besides the parameters that a
+    training step changes, and draw random numbers through ``random.on_device``.
     """
 
     takes_images = False
     keeps_size = False
+    state_attributes: tuple[str, ...] = ()  # arrays a training step changes, besides the
+    # parameters (e.g. running statistics): a compiled step takes and returns them
 
     def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError
@@ -339,6 +348,13 @@ class Dense(Layer):
     def parameters(self) -> list[Parameter]:
         return [self.weight, self.bias]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy: the parameters and settings, without what a forward
+        pass caches (W̃ and Wᵀ are views of θ, which a copy must take from its own θ)."""
+        state = dict(self.__dict__)
+        state.update(_input=None, _span=None, _weight_transposed=None, _ones={})
+        return state
+
     @staticmethod
     def parameter_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         """The shapes of the parameters a Dense of this ``config`` has, before it is
@@ -368,7 +384,14 @@ class Dense(Layer):
         return config
 
 
-_NO_FORWARD = object()  # Dropout's mask before its first forward pass
+class _NoForward:
+    """Dropout's mask before its first forward pass: one object, also once unpickled."""
+
+    def __reduce__(self) -> str:
+        return "_NO_FORWARD"  # pickle and deepcopy give back this module's object
+
+
+_NO_FORWARD = _NoForward()
 
 
 @register_layer
@@ -431,9 +454,9 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._scaled_mask = None
             return x
-        keep = 1.0 - self.rate
-        mask = random.bernoulli(tuple(x.shape), keep) / keep
-        self._scaled_mask = get_backend().asarray(mask, dtype=x.dtype)
+        keep, shape = 1.0 - self.rate, tuple(x.shape)
+        self._scaled_mask = random.on_device(lambda: random.bernoulli(shape, keep) / keep,
+                                             shape, x.dtype)
         return x * self._scaled_mask
 
     def backward(self, grad_output: Any, need_input_grad: bool = True) -> Any:

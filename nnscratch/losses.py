@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from .activations import Sigmoid, Softmax, sigmoid
-from .backend import namespace
+from .backend import namespace, traced
 from .errors import ShapeError
 from .layers import backward_before_forward
 
@@ -340,7 +340,9 @@ def _arange(xp: Any, n: int, device: Any) -> Any:
     if indices is None:
         if len(_ARANGES) > 64:
             _ARANGES.clear()
-        indices = _ARANGES[key] = xp.arange(n, device=device)
+        indices = xp.arange(n, device=device)
+        if not traced(indices):  # made inside a step being compiled: that trace's only
+            _ARANGES[key] = indices
     return indices
 
 

@@ -28,9 +28,10 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import compile as compiling
 from . import distributed, random
 from .activations import get_activation
-from .backend import get_backend, namespace, to_numpy
+from .backend import get_backend, namespace, to_numpy, traced
 from .callbacks import Callback, History, ProgressBar
 from .data import (
     check_batch_size,
@@ -84,6 +85,8 @@ class Sequential:
         vector = self._vector
         if vector is None or vector.parameters != members or not vector.holds_all():
             vector = self._vector = pack(members)
+        # the parameters' array type: an input of that type goes straight to the layers
+        self._array_type = type(members[0].value) if members else None
         return Parameters(members, vector)
 
     @property
@@ -145,7 +148,7 @@ class Sequential:
     # -- propagation ---------------------------------------------------------------------
 
     def forward(self, x: Any, training: bool = False) -> Any:
-        if self._vector is None or type(x) is not type(self._vector.value):
+        if type(x) is not self._array_type and not traced(x):
             x = forward_input(x, self)  # host data moved in, another library's refused
         for layer in self.layers:
             x = layer.forward(x, training)
@@ -210,6 +213,7 @@ class Sequential:
         initial_epoch: int = 0,
         communicator: Communicator | None = None,
         augment: Callable[[Any], Any] | None = None,
+        compile: bool | str = "auto",
     ) -> History:
         """Train with mini-batch gradient descent; returns the ``History``.
 
@@ -236,6 +240,12 @@ class Sequential:
         (N, H, W) or (N, C, H, W), for a model that starts with ``nn.Flatten()``. (On N > 1
         ranks each distorts its own rows, drawing from its own copy of the stream: not
         the distortions one process would draw.)
+
+        ``compile``: ``True`` traces the training step (``_train_step``) once per batch
+        shape and runs it compiled by the backend's compiler (``jax.jit`` on jax; see
+        ``nnscratch.compile``), ``False`` runs it eagerly, ``"auto"`` compiles where a
+        compiler pays (jax, on one process) and runs eagerly elsewhere. Compiled and
+        eager runs agree to float rounding: same masks, shuffles and learning rates.
         """
         check_model(self, "fit")  # has layers, on the active backend (BackendError)
         if not isinstance(loss, Loss):
@@ -265,6 +275,7 @@ class Sequential:
         self.loss = loss
         comm = communicator or distributed.LOCAL
         backend = get_backend()
+        compiled = compiling.wants_compiling(compile, backend.name, comm.size)
         samples = X.shape[0]
         batch_size = check_batch_size(batch_size, samples)
         steps = -(-samples // batch_size)
@@ -272,6 +283,10 @@ class Sequential:
         base_lr = optimizer.lr
         parameters = self.parameters()
         penalized = self._penalized()  # any L1/L2 terms to add to the loss
+        step = self._train_step
+        if compiled:  # the same step, traced and compiled (see nnscratch.compile)
+            step = compiling.JaxStep(self, loss, optimizer, parameters, penalized,
+                                     required=compile is True)
         # accuracy counts samples (multiclass) or output elements (binary)
         judged = samples * (1 if loss.task == "multiclass" else self._binary_width())
         # Each step's rows, and (distributed) this rank's positions in the epoch's order
@@ -309,6 +324,11 @@ class Sequential:
             for _ in range(initial_epoch):  # the shuffles of the epochs already trained
                 random.permutation(samples, rng)
         try:
+            if compiled and steps == 1 and callbacks == [history] and validation_data is None \
+                    and augment is None:
+                # every epoch one full-batch step (e.g. XOR): all of them one compiled loop
+                initial_epoch = self._fused_epochs(step, X, y, schedule, base_lr, initial_epoch,
+                                                   epochs, history, samples, judged)
             for epoch in range(initial_epoch, epochs):
                 if schedule is not None:
                     optimizer.lr = schedule(base_lr, epoch)
@@ -321,7 +341,7 @@ class Sequential:
                     order = backend.asarray(order)
                 step_losses, correct = self._train_epoch(
                     X, y, order, bounds, loss, optimizer, parameters, penalized,
-                    batch_end_hooks, comm, shares, augment)
+                    batch_end_hooks, comm, shares, step, augment)
                 losses, correct = _to_host(backend.xp, step_losses, correct)
                 if comm.size > 1:
                     losses, correct = distributed.sum_epoch(comm, losses, shares, correct)
@@ -349,7 +369,7 @@ class Sequential:
     def _train_epoch(self, X: Any, y: Any, order: Any, bounds: list[tuple[int, int]],
                      loss: Loss, optimizer: Optimizer, parameters: Parameters,
                      penalized: bool, batch_end_hooks: list[Any], comm: Communicator,
-                     shares: list[float] | None,
+                     shares: list[float] | None, step_function: Any,
                      augment: Callable[[Any], Any] | None = None) -> tuple[list[Any], Any]:
         """One pass over the data: a gradient step per batch, rows ``bounds[step]`` of
         the epoch's order. Returns the steps' losses and the number of correct
@@ -361,13 +381,18 @@ class Sequential:
         once, at the end. On N > 1 ranks, ``order`` holds this rank's rows only, and ∇θ
         is summed over the ranks, weighted by ``shares``, before each step. ``augment``
         makes each batch a new, distorted copy before the forward pass.
+
+        ``step_function`` is ``_train_step``, or the compiled step (``nnscratch.compile``),
+        which returns each batch's number of right predictions instead of its outputs.
         """
         xp = namespace(X)
+        eager = step_function == self._train_step
         gathered, first = X, 0  # the rows of X the current steps slice, from row `first`
         if order is not None:
             y = xp.take(y, order, axis=0)
             row_bytes = math.prod(X.shape[1:]) * _itemsize(X)
-            runs = _runs_of_steps(bounds, max(1, GATHER_BYTES // row_bytes))
+            runs = _runs_of_steps(bounds, max(1, GATHER_BYTES // row_bytes)) if eager \
+                else {0: (0, X.shape[0])}  # compiled: one gather, sliced inside the step
         samples = X.shape[0]
         judging = loss.task != "regression"
         step_losses, step_outputs = [], []
@@ -375,18 +400,19 @@ class Sequential:
             if order is not None and step in runs:  # the next run of steps: gather it
                 first, last = runs[step]
                 gathered = xp.take(X, order[first:last], axis=0)
-            xb, yb = (X, y) if stop - start == samples else (
-                gathered[start - first:stop - first, ...], y[start:stop, ...])
-            if augment is not None:  # a new array: X itself is never changed
-                xb = augment(xb)
-            outputs = self.forward(xb, training=True)
-            value = loss.forward(outputs, yb)
-            if penalized:
-                value = value + self.regularization_loss()
-            self.backward_loss(loss, need_input_grad=False)
-            if comm.size > 1:
-                distributed.sum_gradients(comm, parameters, shares[step])
-            optimizer.step(parameters)
+            if eager:
+                xb, yb = (X, y) if stop - start == samples else (
+                    gathered[start - first:stop - first, ...], y[start:stop, ...])
+                if augment is not None:  # a new array: X itself is never changed
+                    xb = augment(xb)
+                value, outputs = self._train_step(xb, yb, loss, optimizer.step, parameters,
+                                                  penalized, comm, shares and shares[step])
+            elif augment is not None:  # distorted outside the trace (its draws are the
+                # host's), then the compiled step on that batch
+                xb = augment(gathered[start - first:stop - first, ...])
+                value, outputs = step_function(xb, y[start:stop, ...], 0, stop - start)
+            else:  # compiled: the batch's number of right predictions, not its outputs
+                value, outputs = step_function(gathered, y, start, stop)
             step_losses.append(value)
             if judging:
                 step_outputs.append(outputs)
@@ -394,12 +420,58 @@ class Sequential:
                 hook(step, value)
         if not judging:
             return step_losses, None
+        if not eager:
+            return step_losses, xp.sum(xp.stack(step_outputs))
         outputs = step_outputs[0] if len(step_outputs) == 1 else xp.concat(step_outputs, axis=0)
         predicted = class_predictions(outputs, loss.task, loss.threshold)
         expected = expected_predictions(y, loss.task)
         if expected.shape != predicted.shape:  # (n,) binary targets of an (n, 1) output
             expected = xp.reshape(expected, predicted.shape)
         return step_losses, xp.count_nonzero(predicted == expected)
+
+    def _fused_epochs(self, step: Any, X: Any, y: Any, schedule: Schedule | None,
+                      base_lr: float, initial_epoch: int, epochs: int, history: History,
+                      samples: int, judged: int) -> int:
+        """Epochs ``initial_epoch`` .. ``epochs − 1`` of one full-batch step each, run as one
+        compiled loop, and their logs given to ``history`` afterwards (it is the only
+        callback). Returns the epoch the ordinary loop goes on from: ``epochs`` when done,
+        ``initial_epoch`` where the step draws random numbers (one call per step then)."""
+        rates = [schedule(base_lr, epoch) if schedule is not None else base_lr
+                 for epoch in range(initial_epoch, epochs)]
+        done = step.full_batch_epochs(X, y, rates)
+        if done is None:
+            return initial_epoch
+        losses, correct = (to_numpy(array).tolist() for array in done)
+        judging = self.loss.task != "regression"
+        for index, epoch in enumerate(range(initial_epoch, epochs)):
+            logs = self._epoch_logs([losses[index]], correct[index] if judging else None,
+                                    samples, samples, judged, epoch, rates[index])
+            history.on_epoch_begin(epoch)
+            history.on_epoch_end(epoch, logs)
+        return epochs
+
+    def _train_step(self, xb: Any, yb: Any, loss: Loss, update: Any, parameters: Parameters,
+                    penalized: bool, comm: Communicator = distributed.LOCAL,
+                    share: float | None = None) -> tuple[Any, Any]:
+        """One step of gradient descent on the batch (xb, yb); returns the batch's loss
+        and the network's outputs.
+
+            out = forward(xb);  L = loss(out, yb) + penalties
+            backward(∂L/∂out);  [∇θ summed over the ranks];  update(parameters)
+
+        ``update`` is ``optimizer.step`` eagerly, ``optimizer.apply`` in a compiled step
+        (whose host part runs outside the trace: see ``nnscratch.compile``, which traces
+        this very function).
+        """
+        outputs = self.forward(xb, training=True)
+        value = loss.forward(outputs, yb)
+        if penalized:
+            value = value + self.regularization_loss()
+        self.backward_loss(loss, need_input_grad=False)
+        if comm.size > 1:
+            distributed.sum_gradients(comm, parameters, share)
+        update(parameters)
+        return value, outputs
 
     @staticmethod
     def _epoch_logs(losses: list[float], correct: float | None, samples: int,

@@ -59,6 +59,7 @@ class BatchNorm(Layer):
 
     takes_images = True
     keeps_size = True
+    state_attributes = ("running_mean", "running_var")  # threaded through a compiled step
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
                  dtype: str = "float32") -> None:

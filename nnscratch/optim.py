@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import namespace
+from .backend import fused_update, namespace
 from .errors import ConfigError
 from .parameters import Parameter, ParameterVector
 
@@ -48,6 +48,14 @@ def _non_negative(name: str, value: float) -> float:
     return float(value)
 
 
+def _fused_rule_is_current(cls: type) -> bool:
+    """True when ``cls.fused_rule`` describes ``cls.update``: both come from the same
+    class (a subclass that overrides ``update`` alone keeps its own update)."""
+    def owner(name: str) -> type:
+        return next(base for base in cls.__mro__ if name in vars(base))
+    return owner("update") is owner("fused_rule")
+
+
 class Optimizer:
     """Base class: learning rate ``lr``, step counter ``t``, state per parameter.
 
@@ -66,23 +74,63 @@ class Optimizer:
         self.state: dict[Any, dict[str, Any]] = {}
 
     def step(self, params: list[Parameter]) -> None:
-        """Apply one update to every parameter from its ``.grad``."""
+        """Apply one update to every parameter from its ``.grad``.
+
+        Three parts: ``begin_step`` (on the host: t ← t + 1, the step's scalars),
+        ``apply`` (the arrays: the part a compiled training step traces, see
+        ``nnscratch.compile``) and ``end_step`` (on the host: the periodic flush).
+        """
+        self.begin_step()
+        self.apply(params)
+        self.end_step()
+
+    def begin_step(self) -> None:
+        """Count the step: ``t ← t + 1`` (subclasses add the scalars that depend on t)."""
         self.t += 1
-        vector = getattr(params, "vector", None)
-        if vector is not None and vector.ready():
-            self.update(vector, vector.value, vector.grad)  # θ ← update(θ, ∇θ)
-        else:
-            for param in params:
-                if param.grad is not None:
-                    self.update(param, param.value, param.grad)
+
+    def step_scalars(self) -> dict[str, float]:
+        """The attributes ``update`` reads that may change from one step to the next
+        (the learning rate, set by schedules; Adam's α_t, ε_t): a compiled step takes
+        them as arguments rather than baking them in as constants."""
+        return {"lr": self.lr}
+
+    def end_step(self) -> None:
+        """Every ``flush_interval()`` steps, flush the vanishing state."""
         interval = self.flush_interval()
         if interval and self.t % interval == 0:
             self.flush_vanishing_state()
 
-    def update(self, param: Any, w: Any, g: Any) -> None:
-        """Update ``w`` (a parameter's value, or all of θ) in place from its gradient
-        ``g``; ``param`` keys the state."""
+    def apply(self, params: list[Parameter]) -> None:
+        """The update of every parameter that has a gradient: θ as one array where the
+        parameters are windows of one (``update`` in place), else one by one, storing
+        the new values (immutable arrays: JAX)."""
+        vector = getattr(params, "vector", None)
+        if vector is not None and vector.ready():
+            rule = self.fused_rule() if _fused_rule_is_current(type(self)) else None
+            if not fused_update(rule, vector.value, vector.grad, self.slots(vector)):
+                self.update(vector, vector.value, vector.grad)  # θ ← update(θ, ∇θ), in place
+        else:
+            for param in params:
+                if param.grad is not None:
+                    new = self.update(param, param.value, param.grad)
+                    if new is not param.value:  # an immutable array (JAX): the new value
+                        param.value = new
+
+    def update(self, param: Any, w: Any, g: Any) -> Any:
+        """Update ``w`` (a parameter's value, or all of θ) from its gradient ``g`` and
+        return it; ``param`` keys the state.
+
+        Written with augmented assignments (``w -= α g``): in place where the array
+        library allows (``w`` itself is returned), a new array where it does not (JAX),
+        which ``step`` stores. State arrays are stored back into ``slots(param)`` alike.
+        """
         raise NotImplementedError
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        """This step's ``update`` as a rule name and its coefficients, for a backend that
+        runs it as one fused loop over θ (``backend.fused_update``: the same equations,
+        one pass, no temporaries); None where there is no fused form."""
+        return None
 
     def decay_factors(self) -> tuple[float, ...]:
         """The factors by which this optimizer's state shrinks in a step with g = 0."""
@@ -101,10 +149,11 @@ class Optimizer:
         for param, state in self.state.items():
             if getattr(param, "vector", None) is not None:
                 continue  # windows of a vector's state, flushed with it
-            for array in state.values():
+            for name, array in state.items():
                 xp = namespace(array)
                 floor = float(xp.finfo(array.dtype).smallest_normal) * 2.0**FLUSH_HEADROOM_BITS
                 array *= xp.astype(xp.abs(array) >= floor, array.dtype)
+                state[name] = array  # the same array, or (JAX) the new one
 
     def slots(self, param: Any) -> dict[str, Any]:
         """This parameter's state arrays, created as zeros on first use.
@@ -135,6 +184,35 @@ class Optimizer:
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy. The state arrays of a θ's parameters are windows of
+        θ-sized arrays: they are left out, and made again from the copied θ-sized arrays
+        (else each would become a separate array, no longer updated by a step of θ).
+
+        The state stays keyed by the parameter objects, which are copied with it: pickle
+        or deep-copy a model and its optimizer *together* (``copy.deepcopy((model,
+        optimizer))``) and the copied optimizer steps the copied model, state and all.
+        An optimizer copied alone holds its own copies of the parameters: given the
+        original model's parameters it starts from fresh state, as a new one would.
+        """
+        state = dict(self.__dict__)
+        vectors = [param for param in self.state if isinstance(param, ParameterVector)]
+        windowed = [(vector, index) for vector in vectors
+                    for index, member in enumerate(vector.parameters)
+                    if member.vector is vector and member in self.state]
+        dropped = {id(vector.parameters[index]) for vector, index in windowed}
+        state["state"] = {param: slots for param, slots in self.state.items()
+                          if id(param) not in dropped}
+        state["_windowed"] = windowed
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        windowed = state.pop("_windowed", [])
+        self.__dict__.update(state)
+        for vector, index in windowed:
+            self.state[vector.parameters[index]] = {
+                name: vector.window(array, index) for name, array in self.state[vector].items()}
 
     def state_dict(self, params: list[Parameter]) -> dict[str, Any]:
         """The step counter and every state array, keyed ``"<index>.<slot>"`` by the
@@ -188,15 +266,20 @@ class SGD(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return (self.momentum,)
 
-    def update(self, param: Any, w: Any, g: Any) -> None:
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        return "sgd", (self.lr, self.momentum, float(self.nesterov), self.weight_decay)
+
+    def update(self, param: Any, w: Any, g: Any) -> Any:
         if self.weight_decay:
             g = g + self.weight_decay * w
         if self.momentum:
             buffer = self.slots(param)["momentum_buffer"]
             buffer *= self.momentum  # from b = 0, the first step gives b = g, as torch
             buffer += g
+            self.slots(param)["momentum_buffer"] = buffer
             g = g + self.momentum * buffer if self.nesterov else buffer
         w -= self.lr * g
+        return w
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -227,7 +310,10 @@ class RMSprop(Optimizer):
     def decay_factors(self) -> tuple[float, ...]:
         return (self.alpha, self.momentum)
 
-    def update(self, param: Any, w: Any, g: Any) -> None:
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        return "rmsprop", (self.lr, self.alpha, self.eps, self.momentum, self.weight_decay)
+
+    def update(self, param: Any, w: Any, g: Any) -> Any:
         xp = namespace(w)
         if self.weight_decay:
             g = g + self.weight_decay * w
@@ -235,15 +321,18 @@ class RMSprop(Optimizer):
         square_avg = state["square_avg"]
         square_avg *= self.alpha
         square_avg += (1.0 - self.alpha) * (g * g)
+        state["square_avg"] = square_avg
         denominator = xp.sqrt(square_avg)
         denominator += self.eps
         if self.momentum:
             buffer = state["momentum_buffer"]
             buffer *= self.momentum
             buffer += g / denominator
+            state["momentum_buffer"] = buffer
             w -= self.lr * buffer
         else:
             w -= self.lr * (g / denominator)
+        return w
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
@@ -281,18 +370,25 @@ class Adam(Optimizer):
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self._step_size = self._step_eps = 0.0  # α_t and ε_t of the current step
 
-    def step(self, params: list[Parameter]) -> None:
+    def begin_step(self) -> None:
+        super().begin_step()
         beta1, beta2 = self.betas
-        t = self.t + 1
+        t = self.t
         c = math.sqrt((1.0 - beta2) / (1.0 - beta2**t))
         self._step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1**t) * c)
         self._step_eps = self.eps / c
-        super().step(params)
+
+    def step_scalars(self) -> dict[str, float]:
+        return {"lr": self.lr, "_step_size": self._step_size, "_step_eps": self._step_eps}
 
     def decay_factors(self) -> tuple[float, ...]:
         return self.betas
 
-    def update(self, param: Any, w: Any, g: Any) -> None:
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        # the last coefficient shrinks w first: 1 here, 1 − α λ in AdamW
+        return "adam", (*self.betas, self._step_size, self._step_eps, self.weight_decay, 1.0)
+
+    def update(self, param: Any, w: Any, g: Any) -> Any:
         beta1, beta2 = self.betas
         if self.weight_decay:
             g = g + self.weight_decay * w
@@ -302,9 +398,11 @@ class Adam(Optimizer):
         m += g
         v *= beta2  # ṽ ← β₂ ṽ + g²
         v += g * g
+        state["m_scaled"], state["v_scaled"] = m, v  # the same arrays, or (JAX) new ones
         denominator = namespace(v).sqrt(v)  # w ← w − α_t m̃ / (√ṽ + ε_t)
         denominator += self._step_eps
         w -= self._step_size * m / denominator
+        return w
 
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
@@ -325,10 +423,15 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, 0.0)
         self.decoupled_weight_decay = _non_negative("weight_decay", weight_decay)
 
-    def update(self, param: Any, w: Any, g: Any) -> None:
+    def update(self, param: Any, w: Any, g: Any) -> Any:
         if self.decoupled_weight_decay:
             w *= 1.0 - self.lr * self.decoupled_weight_decay
-        super().update(param, w, g)
+        return super().update(param, w, g)
+
+    def fused_rule(self) -> tuple[str, tuple[float, ...]] | None:
+        beta1, beta2 = self.betas
+        shrink = 1.0 - self.lr * self.decoupled_weight_decay
+        return "adam", (beta1, beta2, self._step_size, self._step_eps, 0.0, shrink)
 
     def config(self) -> dict[str, Any]:
         config = super().config()

@@ -17,6 +17,12 @@ Windows rely on slicing and reshaping returning *views* that share memory with �
 they do in NumPy, CuPy, PyTorch and array-api-strict. The Array API standard does not
 promise views, so ``views_alias`` checks it once per namespace and device; where writes
 do not pass through, a model keeps separate arrays and optimizers update them one by one.
+
+JAX is such a library: its arrays are immutable, so a window could never be written.
+There each parameter is an array of its own, replaced (not changed) by every update, and
+an optimizer's step returns the new values. θ as one vector exists to cut the number of
+array operations of an eager step; a JAX step is compiled (``fit(compile=...)``), and
+the compiler fuses the per-parameter updates anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import matmul_into, namespace
+from .backend import matmul_into, mutable, namespace
 from .errors import DataError, ShapeError
 
 
@@ -50,6 +56,8 @@ class Parameter:
     @value.setter
     def value(self, new: Any) -> None:
         if self.vector is None:
+            if self._value is not None and hasattr(new, "shape"):
+                _check_shape(self._value, new, f"parameter {self.name!r}")
             self._value = new
         else:
             _copy_into(self._value, new, f"parameter {self.name!r}")
@@ -70,27 +78,46 @@ class Parameter:
     def shape(self) -> tuple[int, ...]:
         return tuple(self._value.shape)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy: a parameter of a θ keeps no arrays of its own (its
+        windows would travel as separate copies, no longer sharing θ's memory); the
+        ``ParameterVector`` gives them back when it is rebuilt."""
+        if self.vector is None:
+            return dict(self.__dict__)
+        return {"name": self.name, "vector": self.vector}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.vector is None:
+            return
+        self._value = self._grad = self._grad_window = None
+        if hasattr(self.vector, "value"):  # θ already rebuilt (else it binds us later)
+            self.vector.bind(self)
+
     def __repr__(self) -> str:
         return f"Parameter({self.name!r}, shape={self.shape}, dtype={self._value.dtype})"
 
 
-def _copy_into(window: Any, new: Any, what: str) -> None:
-    """``window[...] = new``, with the shape and dtype checked first.
-
-    Another dtype is refused rather than cast: writing float64 values into a float32 θ
-    would round them silently (a float64 gradient check would lose nine digits)."""
-    if tuple(new.shape) != tuple(window.shape):
+def _check_shape(current: Any, new: Any, what: str) -> None:
+    """Another shape or dtype is refused: another dtype would be rounded silently into a
+    float32 θ (a float64 gradient check would lose nine digits)."""
+    if tuple(new.shape) != tuple(current.shape):
         raise ShapeError(
             f"cannot assign an array of shape {tuple(new.shape)} to {what}, of shape "
-            f"{tuple(window.shape)}"
+            f"{tuple(current.shape)}"
         )
-    if new.dtype != window.dtype:
+    if new.dtype != current.dtype:
         raise DataError(
             f"cannot assign an array of dtype {new.dtype} to {what}, of dtype "
-            f"{window.dtype} (values are not rounded silently): convert the array to "
-            f"{window.dtype} first, or build the model in the array's dtype, e.g. "
+            f"{current.dtype} (values are not rounded silently): convert the array to "
+            f"{current.dtype} first, or build the model in the array's dtype, e.g. "
             'nn.Dense(..., dtype="float64") or nn.mlp(..., dtype="float64")'
         )
+
+
+def _copy_into(window: Any, new: Any, what: str) -> None:
+    """``window[...] = new``, with the shape and dtype checked first."""
+    _check_shape(window, new, what)
     window[...] = new
 
 
@@ -128,6 +155,35 @@ class ParameterVector:
             param._grad = None
             if gradient is not None:
                 param.grad = gradient
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy: θ and ∇θ as their library pickles arrays (the library
+        and device travel with them), the layout, and which parameters are windows of
+        this θ and have a gradient. ``xp``, a module, is not kept: ``__setstate__`` finds
+        it again from θ, and lays every parameter out again as windows of the new θ."""
+        return {"value": self.value, "grad": self.grad, "spans": self.spans,
+                "parameters": self.parameters,
+                "bound": [(param.vector is self, param._grad is not None)
+                          for param in self.parameters]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.value, self.grad = state["value"], state["grad"]
+        self.spans, self.parameters = state["spans"], state["parameters"]
+        self.xp = namespace(self.value)
+        self._bound = {id(param): has_grad for param, (held, has_grad)
+                       in zip(self.parameters, state["bound"]) if held}
+        for param in self.parameters:
+            if id(param) in self._bound:
+                self.bind(param)
+
+    def bind(self, param: Parameter) -> None:
+        """Make ``param`` (one of this vector's, being unpickled) a window of θ and ∇θ
+        again, with its gradient if it had one."""
+        index = next(i for i, member in enumerate(self.parameters) if member is param)
+        param.vector = self
+        param._value = self.window(self.value, index)
+        param._grad_window = self.window(self.grad, index)
+        param._grad = param._grad_window if self._bound[id(param)] else None
 
     def window(self, flat: Any, index: int) -> Any:
         """Parameter ``index``'s part of the flat array ``flat``, in its own shape."""
@@ -226,6 +282,9 @@ def views_alias(xp: Any, dtype: Any, device: Any) -> bool:
     aliasing = _ALIASING.get(key)
     if aliasing is None:
         flat = xp.zeros((6,), dtype=dtype, device=device)
+        if not mutable(flat):  # JAX: immutable arrays, each parameter an array of its own
+            _ALIASING[key] = False
+            return False
         window = xp.reshape(flat[2:6], (2, 2))
         flat[...] = 1.0  # seen through the window: window sums to 4
         seen = float(xp.sum(window)) == 4.0

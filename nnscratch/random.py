@@ -12,9 +12,16 @@ changes the shuffles.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 STREAMS = ("init", "shuffle", "dropout", "augment")
+
+# While a training step is being traced for compilation (nnscratch.compile), the function
+# that turns a host draw into an argument of the step; None otherwise.
+_traced_draws: Callable[[Callable[[], np.ndarray], tuple[int, ...], Any], Any] | None = None
 
 _seed = 0
 _generators: dict[str, np.random.Generator] = {}
@@ -104,3 +111,19 @@ def permutation(n: int, rng: np.random.Generator | None = None) -> np.ndarray:
 def bernoulli(shape: tuple[int, ...], keep_probability: float) -> np.ndarray:
     """Host boolean mask, True with probability ``keep_probability`` (dropout stream)."""
     return generator("dropout").random(size=shape) < keep_probability
+
+
+def on_device(draw: Callable[[], np.ndarray], shape: tuple[int, ...], dtype: Any) -> Any:
+    """``draw()`` (host numbers of shape ``shape`` from a seeded stream) as an array of
+    the active backend, in ``dtype``.
+
+    In a training step being compiled (``fit(compile=True)``), the numbers cannot be
+    drawn inside the trace (they would be baked in as constants): the draw becomes an
+    argument of the compiled step, made by the same ``draw`` on the host before every
+    call, in the same order as an eager step makes it, so both see the same numbers.
+    """
+    if _traced_draws is not None:
+        return _traced_draws(draw, shape, dtype)
+    from .backend import get_backend
+
+    return get_backend().asarray(draw(), dtype=dtype)

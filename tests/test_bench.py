@@ -307,3 +307,32 @@ def test_xor_benchmark_runs_and_solves_xor(xor, tmp_path):
         value = rows[name]["speedup_vs_pytorch"]["median"]
         assert target["value"] == value and target["at_least"] == xor.TARGET_SPEEDUP
         assert target["verdict"] == ("PASS" if value >= xor.TARGET_SPEEDUP else "FAIL")
+
+
+@pytest.mark.skipif(nn.get_backend().name != "numpy",
+                    reason="the benchmark scripts are run once, in the numpy session")
+def test_scaling_benchmark_times_the_same_network_and_reports_per_round_ratios(tmp_path):
+    pytest.importorskip("torch", reason="scaling.py compares with PyTorch")
+    results = run_script(["bench/scaling.py", "--sizes", "16x8,8-4x4", "--rounds", "2",
+                          "--seconds", "1e-7", "--data", str(tmp_path / "no-mnist")],
+                         tmp_path)["scaling"]
+    rows = results["rows"]
+    assert [(row["hidden"], row["batch"]) for row in rows] == [(16, 8), ("8-4", 4)]
+    assert rows[0]["parameters"] == 785 * 16 + 17 * 16 + 17 * 10
+    assert rows[1]["parameters"] == 785 * 8 + 9 * 4 + 5 * 10
+    for row in rows:
+        assert row["steps"] == 2 and row["rounds"] == 2  # the fewest steps
+        ms = row["ms_per_step"]
+        assert_per_round_ratio(row["torch_over_nnscratch"], ms["PyTorch cpu (Adam)"],
+                               ms["nnscratch numpy (fit)"])
+        # two Adam steps from the same weights on the same samples: the same network
+        assert row["max_abs_weight_difference_to_torch_after_warmup"][
+            "nnscratch numpy (fit)"] < 1e-5
+
+
+def test_scaling_step_flops_match_the_mlp_formula(mlp):
+    scaling = import_bench("scaling")
+    assert scaling.step_flops("256-128", 128) == mlp.step_flops(128) == 1_007_104 * 128
+    assert scaling.layer_sizes(2048) == (784, 2048, 2048, 10)
+    assert scaling.steps_per_round(4096, 512, 0.2) == scaling.MIN_STEPS
+    assert scaling.steps_per_round(128, 64, 10.0) == 200

@@ -155,7 +155,8 @@ def test_a_cnn_learns_with_every_optimizer(backend, optimizer):
               batch_size=16, seed=0)
     scores = model.evaluate(X, y)
     assert scores["loss"] < 0.5 * before and scores["accuracy"] > 0.9
-    assert model.parameters().vector is not None  # the conv's weight and bias live in θ
+    if nn.get_backend().name != "jax":  # JAX: immutable arrays, no views of one θ
+        assert model.parameters().vector is not None  # the conv's weight and bias live in θ
 
 
 def test_a_cnn_saves_loads_and_summarizes(backend, tmp_path):
@@ -210,7 +211,8 @@ def test_every_slice_accumulation_goes_through_one_helper():
                            if isinstance(node, ast.AugAssign) else [])
                 if any(isinstance(target, ast.Subscript) for target in targets):
                     writers.append(function.name)
-    assert writers == ["_add_into"]
+    assert writers == []  # every write is _add_into's call of backend.add_at
+    assert "add_at(target, key, values)" in inspect.getsource(conv._add_into)
 
 
 def test_a_cnn_step_is_counted_and_costs_one_slice_per_kernel_offset():

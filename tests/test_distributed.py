@@ -46,6 +46,10 @@ def _mpi_missing() -> str | None:
                 "it (pip install 'nnscratch[mpi]')")
     if not MPIEXEC.exists():
         return f"no mpiexec next to {sys.executable} (pip install mpich)"
+    if nn.get_backend().name == "jax":
+        return ("the mpiexec runs belong to the distributed session (numpy): on jax every "
+                "rank steps eagerly (the all-reduce sits between backward and the update), "
+                "tens of times slower, past these tests' time limits")
     return None
 
 
@@ -437,6 +441,14 @@ def test_allreduce_and_broadcast_write_the_device_array_in_place(dlpack, backend
     assert (comm.rank, comm.size, comm.local_rank) == (1, 2, 1)
     array = backend.asarray(np.array([1.0, -2.5, 3.0], dtype=np.float32))
     window = array[1:]  # a view: sees the change only if `array` itself was written
+    if not nn.backend.mutable(array):  # JAX: new arrays hold the results
+        if dlpack == "view":
+            assert distributed._host_view(array) is None  # never a view to write into
+        summed = comm.allreduce_(array)
+        np.testing.assert_array_equal(nn.to_numpy(summed), [2.0, -5.0, 6.0])
+        np.testing.assert_array_equal(nn.to_numpy(array), [1.0, -2.5, 3.0])  # unchanged
+        np.testing.assert_array_equal(nn.to_numpy(comm.broadcast_(summed)), [7.0] * 3)
+        return
     if dlpack == "view":  # host memory on every CPU backend: MPI reads it without a copy
         assert distributed._host_view(array) is not None
     assert comm.allreduce_(array) is array

@@ -39,7 +39,8 @@ def test_a_model_with_flatten_trains_on_images_as_on_rows(backend):
         model = nn.Sequential(*first, nn.Dense(30, 8), nn.ReLU(), nn.Dense(8, 2))
         model.fit(X, labels, loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=0.01),
                   epochs=2, batch_size=16, seed=1)
-        weights.append(backend.to_numpy(model.parameters().vector.value))
+        weights.append(np.concatenate([backend.to_numpy(p.value).reshape(-1)
+                                       for p in model.parameters()]))
         assert model.evaluate(X, labels)["accuracy"] > 0.5
         assert tuple(model.predict(X).shape) == (64, 2)
     np.testing.assert_allclose(weights[0], weights[1], rtol=1e-6, atol=1e-7)

@@ -2,10 +2,12 @@
 
 Layers, activations, losses, optimizers, metrics and the training loop must never
 import an array library; they use the namespace of the arrays they receive. Only the
-host-boundary modules may: backend.py, random.py, data.py, io.py, _files.py, plots.py
-(plotting takes host arrays, as ARCHITECTURE.md's principle 1 allows), images.py (digit
-pictures are preprocessed on the host), distributed.py (it hands arrays' memory to MPI
-through NumPy, and CuPy arrays to NCCL) and the datasets package.
+host-boundary modules may: backend.py (and _fused.py, its fused optimizer kernels),
+random.py, data.py, io.py, _files.py, plots.py (plotting takes host arrays, as
+ARCHITECTURE.md's principle 1 allows), images.py (digit pictures are preprocessed on the
+host), distributed.py (it hands arrays' memory to MPI through NumPy, and CuPy arrays to
+NCCL), compile.py (it hands the training step to the backend's compiler, jax.jit) and the
+datasets package.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nnscratch"
-HOST_BOUNDARY = {"backend.py", "random.py", "data.py", "io.py", "_files.py", "plots.py",
-                 "images.py", "distributed.py"}
-ARRAY_LIBRARIES = {"numpy", "cupy", "torch", "array_api_strict"}
+HOST_BOUNDARY = {"backend.py", "_fused.py", "random.py", "data.py", "io.py", "_files.py",
+                 "plots.py", "images.py", "distributed.py", "compile.py"}
+ARRAY_LIBRARIES = {"numpy", "cupy", "torch", "array_api_strict", "jax"}
 
 
 def math_modules() -> list[Path]:

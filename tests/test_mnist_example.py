@@ -401,7 +401,7 @@ def test_plots_flag_writes_the_three_pictures(tmp_path):
 
 def test_bad_flags_are_refused(capsys):
     for argv in (["--hidden", "64,0"], ["--epochs", "0"], ["--lr", "-1"],
-                 ["--min-accuracy", "2"], ["--backend", "jax"], ["--dataset", "cifar"],
+                 ["--min-accuracy", "2"], ["--backend", "tensorflow"], ["--dataset", "cifar"],
                  ["--seed", "-1"]):
         with pytest.raises(SystemExit) as exit_info:
             mnist.main(argv)

@@ -151,8 +151,8 @@ def test_resume_with_batchnorm_ends_bit_for_bit_as_one_run(backend, tmp_path):
     assert run.epoch == 1
     run.model.fit(X, y, optimizer=run.optimizer, epochs=3, initial_epoch=run.epoch,
                   callbacks=[checkpoint.resumed_from(run)], **settings)
-    np.testing.assert_array_equal(host(backend, run.model.parameters().vector.value),
-                                  host(backend, whole.parameters().vector.value))
+    for ours, theirs in zip(run.model.parameters(), whole.parameters()):
+        np.testing.assert_array_equal(host(backend, ours.value), host(backend, theirs.value))
     for ours, theirs in zip(states(backend, run.model), states(backend, whole)):
         np.testing.assert_array_equal(ours, theirs)
 
@@ -181,6 +181,8 @@ class _FromRankZero(distributed.Communicator):
 
 
 def test_a_data_parallel_fit_starts_from_rank_zeros_running_statistics(backend):
+    if backend.name == "jax":
+        pytest.skip("the stand-in communicator writes in place; JAX arrays are immutable")
     model, reference = bn_cnn(), bn_cnn()
     reference.fit(*images(), loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(), epochs=1,
                   batch_size=16, seed=0)

@@ -207,7 +207,8 @@ def test_decaying_state_is_flushed_before_it_turns_subnormal(backend, case):
     unflushed = DECAYING[case]()
     unflushed.flush_interval = lambda: 0  # this instance never flushes
     w_unflushed, _, subnormal_unflushed = _decay_run(backend, unflushed)
-    assert subnormal_unflushed and not subnormal_flushed
+    # XLA (JAX) flushes subnormal results to 0 itself on the CPU
+    assert (subnormal_unflushed or backend.name == "jax") and not subnormal_flushed
     assert any(np.all(array == 0) for array in state_flushed)  # a flush happened
     assert np.abs(w_flushed - np.linspace(0.5, 1.5, 6)).min() > 1e-4  # the weights moved
     np.testing.assert_array_equal(w_flushed, w_unflushed)

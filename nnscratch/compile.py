@@ -1,0 +1,339 @@
+"""The training step compiled by the backend's compiler: ``fit(compile=...)``.
+
+A step of ``fit`` is a function of what it changes (docs/ARCHITECTURE.md, "a step is a
+function"):
+
+    (w, s, scalars_t, xb, yb, noise)  →  (w', s', ∇w, L, correct)
+
+with w the parameters' values, s the optimizer's state, ``scalars_t`` the numbers of step
+t that change between steps (the learning rate a schedule sets, Adam's α_t and ε_t),
+noise the step's host-made random arrays (dropout masks), L the batch's loss and
+``correct`` its number of right predictions.
+
+Eagerly that function is the model's own step, ``Sequential._train_step``: forward, loss,
+backward, ``optimizer.apply``, one array operation after the other (in place where the
+array library allows). Compiled, the *same* Python code runs once per batch shape on
+JAX's tracers (``jax.jit``): the layers, the loss and the optimizer see tracers in place of
+arrays, and XLA fuses the step's ~50 operations into a few loops. Nothing is written
+twice: ``JaxStep`` only puts the step's inputs where the layers and the optimizer look for
+them, traces, and takes the outputs back. What must stay on the host stays there:
+
+- the step counter and the scalars that depend on it (``optimizer.begin_step``, then
+  ``step_scalars()`` as arguments, never as constants baked into the trace);
+- random numbers, drawn by the seeded host streams (``random.on_device``) before each call
+  in the order an eager step draws them, and passed in: compiled and eager runs see the
+  same dropout masks;
+- (the periodic flush of vanishing optimizer state, ``optimizer.end_step``, is left
+  out: XLA flushes subnormal numbers to 0 itself.)
+
+A layer whose step changes arrays other than its parameters (a BatchNorm's running
+statistics) names them in ``state_attributes``; they are inputs and outputs of the compiled
+step like the parameters. Layers must not read arrays back to the host inside ``forward``
+or ``backward`` (``float(x)``), nor keep arrays made there anywhere but on themselves.
+
+The parameters and the optimizer's state are *donated*: XLA writes the new values into
+their buffers, as the in-place libraries do. An array of the old values that a user held
+on to is deleted by the step (copy it first: ``xp.asarray(w, copy=True)``).
+
+``compile="auto"`` (``fit``'s default) compiles where a compiler pays (JAX, whose eager
+steps are ~50 times slower than its compiled ones) and runs eagerly elsewhere: NumPy and
+array-api-strict have no compiler, and ``torch.compile`` is not offered: on this MLP its
+first call took 32 s for a 10% faster step (bench/README.md, "JAX and compiled steps").
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from . import random
+from .errors import ConfigError
+from .metrics import correct_count
+
+COMPILERS = {"jax": "jax.jit"}
+"""The backends whose training step ``fit`` can compile, and with what."""
+
+_warned_eager = False
+
+
+def wants_compiling(compile: Any, backend_name: str, ranks: int) -> bool:
+    """Whether ``fit(compile=compile)`` compiles its step on this backend and number of
+    processes; ``ConfigError`` for a value it cannot honour."""
+    global _warned_eager
+    if compile not in ("auto", True, False) or isinstance(compile, (int, float)) \
+            and not isinstance(compile, bool):
+        raise ConfigError(f"compile must be 'auto', True or False, got {compile!r}")
+    if compile == "auto":
+        compiling = backend_name in COMPILERS and ranks == 1
+        if backend_name in COMPILERS and not compiling and not _warned_eager:
+            _warned_eager = True
+            warnings.warn(f"fit runs its steps eagerly on {backend_name} with {ranks} "
+                          "processes: the gradients' all-reduce sits between backward and "
+                          "the update, on the host", stacklevel=3)
+        return compiling
+    if compile and backend_name not in COMPILERS:
+        raise ConfigError(
+            f"compile=True needs a backend with a compiler ({', '.join(COMPILERS)}: "
+            f"nn.use_backend('jax')); the {backend_name} backend runs its steps eagerly: "
+            "pass compile=False or compile='auto'"
+        )
+    if compile and ranks > 1:
+        raise ConfigError(
+            f"compile=True cannot be used with {ranks} processes: the all-reduce of the "
+            "gradients runs on the host between backward and the update; pass "
+            "compile=False (or 'auto', which runs such steps eagerly)"
+        )
+    if not compile and backend_name in COMPILERS and not _warned_eager:
+        _warned_eager = True
+        warnings.warn(f"eager steps on {backend_name} are tens of times slower than "
+                      "compiled ones: fit(compile='auto') compiles them", stacklevel=3)
+    return bool(compile)
+
+
+class _DrawsNeededError(Exception):
+    """Raised inside a trace that meets a host draw it was given no argument for."""
+
+
+class JaxStep:
+    """``Sequential._train_step`` compiled with ``jax.jit``: ``loss, correct = step(X, y,
+    start, stop)`` takes a step on rows ``start:stop`` of (X, y) (``correct`` 0 for
+    regression), updating the model's parameters and the optimizer's state as an eager
+    step does. A batch made on its own (e.g. augmented) is ``step(xb, yb, 0, len(xb))``."""
+
+    def __init__(self, model: Any, loss: Any, optimizer: Any, parameters: Any,
+                 penalized: bool, required: bool = True) -> None:
+        import jax
+
+        from .backend import get_backend
+
+        self.backend = get_backend()
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.parameters, self.penalized = parameters, penalized
+        self.members = list(parameters)
+        # what else a step changes: the layers' named state (``Layer.state_attributes``,
+        # e.g. a BatchNorm's running statistics), threaded through the step as θ is
+        self.layer_state = [(layer, name) for layer in model.layers
+                            for name in getattr(layer, "state_attributes", ())]
+        for param in self.members:  # the state exists before the trace: one structure
+            optimizer.slots(param)
+        self.judging = loss.task != "regression"
+        self.required, self.eager = required, False  # eager: untraceable under "auto"
+        self._draws: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+        self._recording: list[tuple[Any, Any]] | None = None
+        self._jax = jax
+        self._jitted = jax.jit(self._pure, donate_argnums=(0, 1), static_argnums=(6,))
+        self._scanned = jax.jit(self._scan, donate_argnums=(0, 1, 2))
+
+    # -- the host side --------------------------------------------------------------------
+
+    def __call__(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
+        """One step on the batch ``X[start:stop]``, ``y[start:stop]`` (rows sliced inside
+        the compiled step: an eager JAX slice costs more than a small step)."""
+        if self.eager:
+            return self._eager_step(X, y, start, stop)
+        optimizer = self.optimizer
+        optimizer.begin_step()
+        scalars = optimizer.step_scalars()
+        size = stop - start
+        key = (tuple(X.shape), tuple(y.shape), size)
+        draws = self._draws.get(key)
+        values, states = self._values(), [optimizer.state[param] for param in self.members]
+        arguments = (X, y, start, size)
+        outputs = None
+        if draws is None:
+            try:  # most models draw nothing: one trace
+                outputs = self._jitted(values, states, scalars, *arguments, [])
+                draws = self._draws[key] = []
+            except _DrawsNeededError:
+                draws = self._draws[key] = self._discover_draws(values, states, scalars,
+                                                                arguments)
+            except self._jax.errors.JAXTypeError as exc:  # a layer reads the host
+                optimizer.t -= 1  # nothing ran: the eager step counts this step again
+                self._untraceable(exc)
+                return self._eager_step(X, y, start, stop)
+        if outputs is None:
+            noise = [self.backend.asarray(draw(), dtype=dtype) for draw, dtype in draws]
+            outputs = self._jitted(values, states, scalars, *arguments, noise)
+        new_values, new_states, new_grads, value, correct = outputs
+        self._install(new_values, new_states, new_grads)
+        # No ``optimizer.end_step()``: its flush keeps decaying state out of the subnormal
+        # numbers, which XLA already flushes to 0 itself (and eagerly, its few operations
+        # per state array would each be compiled on first use, ~0.1 s apiece).
+        return value, correct
+
+    def _untraceable(self, error: Exception) -> None:
+        """A layer (or loss) needs concrete values inside the step, e.g. ``float(x)``:
+        ``compile=True`` raises; ``"auto"`` warns once and steps eagerly from now on."""
+        message = (f"the training step cannot be traced for jax.jit: a layer or the loss "
+                   f"reads array values on the host inside it ({type(error).__name__}: "
+                   f"{str(error).splitlines()[0]})")
+        if self.required:
+            raise ConfigError(message + "; pass compile=False (or 'auto') to run it "
+                              "eagerly, or keep host reads out of forward and backward") \
+                from error
+        warnings.warn(message + "; running the steps eagerly", stacklevel=5)
+        self.eager = True
+
+    def _eager_step(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
+        """The step run eagerly, as ``fit(compile=False)`` runs it."""
+        xb, yb = (X, y) if stop - start == X.shape[0] else (X[start:stop, ...],
+                                                             y[start:stop, ...])
+        value, outputs = self.model._train_step(xb, yb, self.loss, self.optimizer.step,
+                                                self.parameters, self.penalized)
+        if not self.judging:
+            return value, self.backend.xp.zeros((), dtype=self.backend.xp.int64)
+        return value, correct_count(outputs, yb, self.loss.task, self.loss.threshold)
+
+    def full_batch_epochs(self, X: Any, y: Any, rates: list[float]) -> tuple[Any, Any] | None:
+        """``len(rates)`` epochs of one full-batch step each (learning rate ``rates[e]``),
+        as one compiled loop (``lax.scan``): the losses and right-prediction counts of
+        every epoch, on the device. None (nothing done) where the step draws random
+        numbers, which must come from the host step by step."""
+        if self.eager:
+            return None
+        optimizer = self.optimizer
+        t, lr = optimizer.t, optimizer.lr
+        per_step = []
+        for rate in rates:
+            optimizer.lr = rate
+            optimizer.begin_step()
+            per_step.append(optimizer.step_scalars())
+        xp, dtype = self.backend.xp, self.members[0].value.dtype
+        scalars = {name: xp.asarray([step[name] for step in per_step], dtype=dtype)
+                   for name in per_step[0]}
+        values, states = self._values(), [optimizer.state[param] for param in self.members]
+        grads = [xp.zeros_like(param.value) for param in self.members]
+        try:
+            outputs = self._scanned(values, states, grads, scalars, X, y)
+        except (_DrawsNeededError, self._jax.errors.JAXTypeError) as exc:
+            optimizer.t, optimizer.lr = t, lr
+            if not isinstance(exc, _DrawsNeededError):
+                self._untraceable(exc)
+            return None
+        new_values, new_states, new_grads, losses, correct = outputs
+        self._install(new_values, new_states, new_grads)
+        return losses, correct
+
+    def _values(self) -> list[Any]:
+        """The parameters' values, then the layers' state arrays (the step's inputs)."""
+        return [param.value for param in self.members] + [
+            getattr(layer, name) for layer, name in self.layer_state]
+
+    def _install(self, values: list[Any], states: list[Any], grads: list[Any]) -> None:
+        """Put a step's outputs where the model and the optimizer keep them."""
+        count = len(self.members)
+        for param, value, state, grad in zip(self.members, values, states, grads):
+            param._value, param._grad = value, grad
+            self.optimizer.state[param] = state
+        for (layer, name), value in zip(self.layer_state, values[count:]):
+            setattr(layer, name, value)
+
+    def _scan(self, values: list[Any], states: list[Any], grads: list[Any],
+              scalars: dict[str, Any], X: Any, y: Any) -> tuple[Any, ...]:
+        def epoch(carry: tuple[Any, ...], step_scalars: dict[str, Any]) -> tuple[Any, Any]:
+            values, states, _ = carry
+            values, states, grads, value, correct = self._pure(
+                values, states, step_scalars, X, y, 0, X.shape[0], None)
+            return (values, states, grads), (value, correct)
+
+        (values, states, grads), (losses, correct) = self._jax.lax.scan(
+            epoch, (values, states, grads), scalars)
+        return values, states, grads, losses, correct
+
+    def _discover_draws(self, values: list[Any], states: list[Any], scalars: dict[str, float],
+                        arguments: tuple[Any, ...]) -> list[tuple[Any, Any]]:
+        """The host draws one step makes, in order: an abstract trace (nothing computed,
+        nothing donated) that records them."""
+        self._recording = []
+        try:
+            X, y, start, size = arguments
+            def abstract_step(values: Any, states: Any, scalars: Any, X: Any, y: Any,
+                              start: Any) -> Any:
+                return self._pure(values, states, scalars, X, y, start, size, None)
+
+            self._jax.eval_shape(abstract_step, values, states, scalars, X, y, start)
+            return self._recording
+        finally:
+            self._recording = None
+
+    # -- the traced side ------------------------------------------------------------------
+
+    def _pure(self, values: list[Any], states: list[dict[str, Any]], scalars: dict[str, Any],
+              X: Any, y: Any, start: Any, size: int, noise: list[Any] | None) \
+            -> tuple[Any, ...]:
+        """The step as a function of its inputs, run on tracers (see the module's
+        docstring): the inputs are put where the model looks for them, and everything
+        the trace touched is put back afterwards, so that no tracer outlives it."""
+        saved = self._enter(values, states, scalars, noise)
+        try:
+            lax = self._jax.lax
+            xb, yb = (X, y) if size == X.shape[0] else (
+                lax.dynamic_slice_in_dim(X, start, size), lax.dynamic_slice_in_dim(y, start, size))
+            value, outputs = self.model._train_step(
+                xb, yb, self.loss, self.optimizer.apply, self.parameters, self.penalized)
+            if self.judging:
+                correct = correct_count(outputs, yb, self.loss.task, self.loss.threshold)
+            else:
+                correct = self.backend.xp.zeros((), dtype=self.backend.xp.int64)
+            return (self._values(),
+                    [dict(self.optimizer.state[param]) for param in self.members],
+                    [param.grad for param in self.members], value, correct)
+        finally:
+            self._leave(saved)
+
+    def _enter(self, values: list[Any], states: list[dict[str, Any]],
+               scalars: dict[str, Any], noise: list[Any] | None) -> dict[str, Any]:
+        optimizer = self.optimizer
+        saved = {
+            "objects": [(owner, _snapshot(owner)) for owner in [*self.model.layers, self.loss]],
+            "parameters": [(param._value, param._grad) for param in self.members],
+            "state": {param: optimizer.state[param] for param in self.members},
+            "scalars": {name: getattr(optimizer, name) for name in scalars},
+        }
+        for param, value, state in zip(self.members, values, states):
+            param._value, param._grad = value, None
+            optimizer.state[param] = dict(state)
+        for (layer, name), value in zip(self.layer_state, values[len(self.members):]):
+            setattr(layer, name, value)  # (the layer's attributes are restored on leaving)
+        for name, value in scalars.items():
+            setattr(optimizer, name, value)
+        fed = iter(noise or [])
+
+        def draw_argument(draw: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+            if self._recording is not None:
+                self._recording.append((draw, dtype))
+                return self.backend.xp.zeros(shape, dtype=dtype)
+            argument = next(fed, None)
+            if argument is None:
+                raise _DrawsNeededError
+            return argument
+
+        random._traced_draws = draw_argument
+        # The layers create arrays with ``device=x.device``, as the standard asks; a JAX
+        # tracer has no device (array_api_compat.device says None), and inside a trace
+        # None places an array with the computation: for the trace's length, it says so.
+        tracer = self._jax.core.Tracer
+        saved["tracer device"] = tracer.__dict__["device"]
+        tracer.device = property(lambda _: None)
+        return saved
+
+    def _leave(self, saved: dict[str, Any]) -> None:
+        random._traced_draws = None
+        if "tracer device" in saved:
+            self._jax.core.Tracer.device = saved["tracer device"]
+        for owner, attributes in saved["objects"]:
+            owner.__dict__.clear()
+            owner.__dict__.update(attributes)
+        for param, (value, grad) in zip(self.members, saved["parameters"]):
+            param._value, param._grad = value, grad
+        self.optimizer.state.update(saved["state"])
+        for name, value in saved["scalars"].items():
+            setattr(self.optimizer, name, value)
+
+
+def _snapshot(owner: Any) -> dict[str, Any]:
+    """``owner``'s attributes, dicts among them copied (a layer's caches), to put back
+    after a trace that set some of them to tracers."""
+    return {name: dict(value) if isinstance(value, dict) else value
+            for name, value in vars(owner).items()}
+

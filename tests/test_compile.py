@@ -1,0 +1,287 @@
+"""fit(compile=...): the training step traced once and compiled by the backend's compiler
+(jax.jit), against the same step run eagerly: the same losses, accuracies and weights to
+float rounding, with dropout masks, schedules, callbacks, penalties and resumed runs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import nnscratch as nn
+from nnscratch import compile as compile_module
+from nnscratch.errors import ConfigError
+
+pytest.importorskip("safetensors", reason="the resume test writes a checkpoint")
+
+
+@pytest.fixture
+def jax_backend(backend):
+    if backend.name != "jax":
+        pytest.skip("the compiled step needs a backend with a compiler: this session's is "
+                    f"{backend.name} (the jax session runs these)")
+    return backend
+
+
+def data(samples=100, features=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(samples, features)).astype(np.float32)
+    return X, rng.integers(0, classes, samples)
+
+
+def network(dropout=0.0, l2=0.0):
+    nn.seed(3)
+    layers = [nn.Dense(6, 16, l2=l2), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers, nn.Dense(16, 3))
+
+
+def train(compile, *, dropout=0.0, l2=0.0, optimizer=None, epochs=3, batch_size=32,
+          schedule=None, callbacks=()):
+    X, y = data()
+    model = network(dropout, l2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # compile=False on jax says it is slow
+        history = model.fit(X, y, loss=nn.SoftmaxCrossEntropy(),
+                            optimizer=optimizer or nn.Adam(lr=0.01), epochs=epochs,
+                            batch_size=batch_size, seed=1, schedule=schedule,
+                            callbacks=list(callbacks), compile=compile)
+    return history.history, [np.array(nn.to_numpy(p.value)) for p in model.parameters()], \
+        model
+
+
+def assert_same_run(eager, compiled, rtol=2e-5):
+    (eager_logs, eager_weights, _), (compiled_logs, compiled_weights, _) = eager, compiled
+    assert eager_logs.keys() == compiled_logs.keys()
+    for key in eager_logs:
+        np.testing.assert_allclose(compiled_logs[key], eager_logs[key], rtol=rtol, atol=1e-6)
+    for a, b in zip(eager_weights, compiled_weights):
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=2e-6)
+
+
+OPTIMIZERS = {
+    "adam": lambda: nn.Adam(lr=0.01),
+    "adamw": lambda: nn.AdamW(lr=0.01, weight_decay=0.1),
+    "sgd nesterov": lambda: nn.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "rmsprop": lambda: nn.RMSprop(lr=0.01, momentum=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_compiled_steps_train_as_eager_ones(jax_backend, name):
+    """Mini-batches (the last one short: 100 = 3·32 + 4), every optimizer."""
+    eager = train(False, optimizer=OPTIMIZERS[name]())
+    compiled = train(True, optimizer=OPTIMIZERS[name]())
+    assert_same_run(eager, compiled)
+    assert compiled[0]["loss"][-1] < compiled[0]["loss"][0]  # it learned
+
+
+def test_dropout_masks_schedule_and_penalty_are_those_of_the_eager_run(jax_backend):
+    """Masks drawn on the host before each compiled call (the same stream, the same
+    order), the learning rate an argument (not a constant of the trace), L2 in the loss."""
+    settings = dict(dropout=0.5, l2=1e-3, schedule=nn.StepDecay(1, 0.5))
+    eager, compiled = train(False, **settings), train(True, **settings)
+    assert_same_run(eager, compiled)
+    without_masks = train(True, l2=1e-3, schedule=nn.StepDecay(1, 0.5))
+    assert abs(without_masks[0]["loss"][-1] - compiled[0]["loss"][-1]) > 1e-3
+
+
+def test_full_batch_epochs_run_as_one_compiled_loop(jax_backend, monkeypatch):
+    """XOR, batch_size=None: every epoch in one lax.scan, the history filled after it,
+    the learning rate of each epoch from the schedule."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    y = np.array([[0], [1], [1], [0]], np.float32)
+
+    def run(compile):
+        nn.seed(0)
+        model = nn.Sequential(nn.Dense(2, 4), nn.Sigmoid(), nn.Dense(4, 1), nn.Sigmoid())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            history = model.fit(X, y, loss=nn.BinaryCrossEntropy(), optimizer=nn.SGD(lr=0.5),
+                                epochs=400, batch_size=None, compile=compile,
+                                schedule=nn.StepDecay(100, 0.9))
+        return history.history, [np.array(nn.to_numpy(p.value)) for p in model.parameters()]
+
+    calls = []
+    original = compile_module.JaxStep.full_batch_epochs
+    monkeypatch.setattr(compile_module.JaxStep, "full_batch_epochs",
+                        lambda self, *args: calls.append(len(args[2])) or original(self, *args))
+    compiled = run(True)
+    assert calls == [400]  # one loop for all the epochs
+    eager = run(False)
+    assert len(compiled[0]["loss"]) == 400
+    assert_same_run((eager[0], eager[1], None), (compiled[0], compiled[1], None), rtol=1e-4)
+
+
+def test_callbacks_stop_a_compiled_run_and_restore_the_best_weights(jax_backend):
+    stop = nn.EarlyStopping(patience=0, monitor="loss")
+    logs, weights, model = train(True, optimizer=nn.SGD(lr=20.0), epochs=8, callbacks=[stop])
+    assert len(logs["loss"]) < 8  # stopped early
+    best = int(np.argmin(logs["loss"]))
+    assert stop.best_epoch == best
+    # the model keeps working eagerly afterwards: no tracer left in a layer
+    out = model.forward(nn.get_backend().asarray(data()[0][:5]), training=True)
+    model.backward(out * 0.0 + 1.0)
+    assert out.shape == (5, 3)
+
+
+def test_a_compiled_run_resumed_from_its_checkpoint_ends_where_one_run_ends(jax_backend,
+                                                                              tmp_path):
+    X, y = data()
+    path = tmp_path / "run.safetensors"
+
+    def fit(model, optimizer, epochs, initial_epoch=0, callbacks=()):
+        model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=optimizer, epochs=epochs,
+                  batch_size=32, seed=1, initial_epoch=initial_epoch,
+                  callbacks=list(callbacks), compile=True)
+
+    whole = network(dropout=0.3)
+    fit(whole, nn.Adam(lr=0.01), 4)
+    first = network(dropout=0.3)
+    fit(first, nn.Adam(lr=0.01), 2, callbacks=[nn.Checkpoint(path)])
+    nn.seed(99)  # the checkpoint puts the random streams back
+    run = nn.resume(path)
+    fit(run.model, run.optimizer, 4, initial_epoch=run.epoch)
+    for a, b in zip(whole.parameters(), run.model.parameters()):
+        np.testing.assert_allclose(nn.to_numpy(b.value), nn.to_numpy(a.value), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_regression_compiled(jax_backend):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (X @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)
+    results = []
+    for compile in (False, True):
+        nn.seed(0)
+        model = nn.Sequential(nn.Dense(3, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            history = model.fit(X, y, loss=nn.MeanSquaredError(), optimizer=nn.SGD(lr=0.05),
+                                epochs=5, batch_size=16, seed=0, compile=compile)
+        results.append(history.history["loss"])
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
+    assert results[1][-1] < 0.5 * results[1][0]
+
+
+def test_the_step_s_host_scalars_are_arguments_not_constants(jax_backend):
+    """Adam's α_t changes every step: one trace serves every step of a batch shape."""
+    X, y = data(samples=96)
+    model = network()
+    traces = []
+    original = compile_module.JaxStep._pure
+
+    def counting(self, *args):
+        traces.append(1)
+        return original(self, *args)
+
+    compile_module.JaxStep._pure = counting
+    try:
+        model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(), epochs=3,
+                  batch_size=32, compile=True)
+    finally:
+        compile_module.JaxStep._pure = original
+    assert len(traces) == 1  # 9 steps of one shape, one trace
+
+
+def test_the_tracer_device_is_given_back(jax_backend):
+    import jax
+
+    train(True, epochs=1)
+    with pytest.raises(AttributeError):
+        jax.jit(lambda x: x.device)(jax.numpy.ones(2))
+
+
+def test_compile_true_without_a_compiler_says_which_backend_has_one(backend):
+    if backend.name in compile_module.COMPILERS:
+        pytest.skip(f"{backend.name} has a compiler")
+    with pytest.raises(ConfigError, match=r"compile=True needs a backend with a compiler.*jax"):
+        train(True, epochs=1)
+
+
+def test_auto_runs_eagerly_without_a_compiler_and_a_bad_value_is_refused(backend,
+                                                                         monkeypatch):
+    if backend.name not in compile_module.COMPILERS:
+        monkeypatch.setattr(compile_module, "JaxStep", None)  # never built: eager
+        logs, _, _ = train("auto", epochs=1)
+        assert len(logs["loss"]) == 1
+    with pytest.raises(ConfigError, match="compile must be 'auto', True or False"):
+        train("yes", epochs=1)
+    with pytest.raises(ConfigError, match="compile must be"):
+        train(1, epochs=1)
+
+
+class RunningMean(nn.Layer):
+    """The identity, keeping a running mean of its inputs per feature: state a step
+    changes besides the parameters (as a BatchNorm's statistics)."""
+
+    keeps_size = True
+    state_attributes = ("running_mean",)
+
+    def __init__(self, width: int) -> None:
+        backend = nn.get_backend()
+        self.running_mean = backend.xp.zeros((width,), dtype=backend.xp.float32,
+                                             device=backend.device)
+
+    def forward(self, x, training=False):
+        if training:
+            self.running_mean *= 0.9  # rebinds on immutable arrays, stored on the layer
+            self.running_mean += 0.1 * nn.get_backend().xp.mean(x, axis=0)
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+def test_layer_state_is_threaded_through_the_compiled_step(jax_backend):
+    X, y = data()
+    results = []
+    for compile in (False, True):
+        nn.seed(3)
+        model = nn.Sequential(nn.Dense(6, 16), RunningMean(16), nn.ReLU(), nn.Dense(16, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=0.01),
+                      epochs=2, batch_size=32, seed=1, compile=compile)
+        results.append(np.array(nn.to_numpy(model.layers[1].running_mean)))
+    assert np.abs(results[0]).max() > 0.01
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
+class Watching(nn.Layer):
+    """The identity, writing down each batch's sum on the host (``float``): untraceable."""
+
+    keeps_size = True
+
+    def __init__(self) -> None:
+        self.sums: list[float] = []
+
+    def forward(self, x, training=False):
+        self.sums.append(float(nn.get_backend().xp.sum(x)))
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+def test_a_layer_reading_the_host_runs_eagerly_under_auto_and_is_refused_by_true(jax_backend):
+    X, y = data()
+
+    def fit(compile):
+        nn.seed(3)
+        model = nn.Sequential(nn.Dense(6, 4), Watching(), nn.Dense(4, 3))
+        history = model.fit(X, y, loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=0.01),
+                            epochs=2, batch_size=50, seed=1, compile=compile)
+        return history.history["loss"], model.layers[1].sums
+
+    with pytest.raises(ConfigError, match="cannot be traced.*compile=False"):
+        fit(True)
+    with pytest.warns(UserWarning, match="running the steps eagerly"):
+        auto_losses, auto_sums = fit("auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager_losses, eager_sums = fit(False)
+    assert len(auto_sums) == len(eager_sums) == 4  # every step ran, none twice
+    np.testing.assert_allclose(auto_losses, eager_losses, rtol=1e-6)
