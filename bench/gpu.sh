@@ -24,6 +24,8 @@
 #   7. where jax sees a GPU (jax[cuda12]): bench/compiled.py on CUDA, the compiled jax
 #      step against PyTorch CUDA eager and the jax.grad + optax anchor (compile included),
 #      and bench/time_to_accuracy.py on jax (fit compiles: seconds to 98%).
+#   8. bench/cnn.py --gpu: the CNNs on cupy and torch CUDA against PyTorch CUDA eager;
+#   9. examples/mnist.py --model cnn on the GPU: accuracy, seconds per epoch.
 # Everything goes to OUT_DIR (default $OUT, else bench/results/gpu-<date>): one log per
 # step, summary.txt, and the results JSON.
 set -uo pipefail
@@ -93,8 +95,10 @@ TESTS="tests/test_backend.py tests/test_layers.py tests/test_activations.py test
 step tests 180 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS
 if [ "$BACKEND" = cupy ]; then
   SHORT=""; BENCH="--backends cupy,torch:cuda --gpu-only --rounds 5 --steps 200"
+  CNN_BENCH="--gpu --rounds 3 --steps 50"; CNN_SHORT=""
 else  # the dry run: the same scripts, briefly, on what the CPU has
   SHORT="--epochs 1 --limit 5000"; BENCH="--backends $BACKEND --quick"
+  CNN_BENCH="--quick --networks nn.cnn"; CNN_SHORT="--epochs 1 --limit 1000"
 fi
 # shellcheck disable=SC2086
 step example 90 "$PY" examples/mnist.py --save "$OUT_DIR/digits.safetensors" --quiet $SHORT
@@ -119,6 +123,11 @@ if "$PY" -c "import jax; jax.devices('gpu')" >/dev/null 2>&1; then
 else
   say "jax-compiled: skipped (jax with CUDA not installed, or it sees no GPU)"
 fi
+# shellcheck disable=SC2086
+step cnn-bench 75 "$PY" bench/cnn.py $CNN_BENCH --results "$OUT_DIR/results.json"
+# shellcheck disable=SC2086
+step cnn-example 90 "$PY" examples/mnist.py --model cnn --save "$OUT_DIR/cnn.safetensors" \
+  --quiet $CNN_SHORT
 say ""
 say "done in $(( $(date +%s) - START ))s; logs in $OUT_DIR"
 rm -rf "$SITE"

@@ -2,6 +2,7 @@
 
     python examples/mnist.py                             # train: ~98.5% in 10 epochs
     python examples/mnist.py --dataset fashion-mnist     # clothes instead of digits
+    python examples/mnist.py --model cnn                 # a convolutional network (nn.cnn)
     python examples/mnist.py --predict my_digit.png      # read your own digit
     python examples/mnist.py --resume mnist-interrupted.safetensors    # after a Ctrl-C
     python examples/mnist.py --augment                   # distorted digits: 99.3%
@@ -71,6 +72,8 @@ def dataset_name(text):
 
 SETTINGS = {  # saved with the run and kept on resume: the flag's type, default and help
     "dataset": (dataset_name, "mnist", ", ".join(datasets.DATASETS)),
+    "model": (lambda text: {"mlp": "mlp", "cnn": "cnn"}[text], "mlp",
+              "mlp, or cnn: nn.cnn's convolutional network, trained as nn.CNN_TRAINING says"),
     "hidden": (widths, [512, 256], "hidden layer widths"),
     "epochs": (number(int), 10, "epochs to train"),
     "batch_size": (number(int), 128, "samples per step"),
@@ -121,8 +124,10 @@ def resolve_settings(args, saved=None):
     given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
     if saved is None:
         recipe = nn.augment.mnist_recipe().settings if given.get("augment") else {}
-        return {**{key: default for key, (_, default, _) in SETTINGS.items()}, **recipe, **given}
-    saved = {"augment": False, **saved}  # a run saved before --augment existed
+        cnn = nn.CNN_TRAINING if given.get("model") == "cnn" else {}
+        return {**{key: default for key, (_, default, _) in SETTINGS.items()}, **recipe, **cnn,
+                **given}
+    saved = {"augment": False, "model": "mlp", **saved}  # saved before these flags existed
     try:
         if set(saved) != set(SETTINGS):
             raise ValueError(f"keys {sorted(saved)}")
@@ -165,21 +170,24 @@ def run(args, callbacks=()):
                             fallback=None if args.dataset or args.resume else "digits",
                             interface=datasets.COMMAND_LINE)  # messages name --data
     backend = nn.get_backend()
-    x_train, y_train, x_val, y_val = (backend.asarray(part) for part in
-                                      dataset.split(VALIDATION, settings["limit"]))
-    x_test, y_test = backend.asarray(dataset.x_test), backend.asarray(dataset.y_test)
+    side, cnn = math.isqrt(dataset.x_train.shape[1]), settings["model"] == "cnn"
+    shape = (-1, 1, side, side) if cnn else (-1, side * side)  # a CNN takes (N, 1, H, W)
+    x_train, y_train, x_val, y_val, x_test, y_test = (
+        backend.asarray(part.reshape(shape) if part.ndim == 2 else part) for part in
+        (*dataset.split(VALIDATION, settings["limit"]), dataset.x_test, dataset.y_test))
     recipe = nn.augment.mnist_recipe() if settings["augment"] else None
-    x_train = recipe.images(x_train) if recipe else x_train  # (N, 28, 28): to distort
+    x_train = recipe.images(x_train) if recipe and not cnn else x_train  # (N, 28, 28)
     sizes = [dataset.x_train.shape[1], *settings["hidden"], dataset.num_classes]
     if resumed:
         model, optimizer, start = resumed.model, resumed.optimizer, resumed.epoch
         dense = [layer for layer in model.layers if isinstance(layer, nn.Dense)]
-        if [dense[0].in_features] + [layer.out_features for layer in dense] != sizes:
+        if [dense[0].in_features] + [layer.out_features for layer in dense] != sizes and not cnn:
             raise CheckpointError(f"{args.resume} holds a network that is not the "
                                   f"{'-'.join(map(str, sizes))} of its settings")
     else:
         nn.seed(settings["seed"])
-        model = recipe.model(sizes) if recipe else nn.mlp(sizes)
+        model = nn.cnn((1, side, side), dataset.num_classes) if cnn else \
+            recipe.model(sizes) if recipe else nn.mlp(sizes)
         optimizer, start = nn.Adam(lr=settings["lr"]), 0
     saving = dataset.fallback_reason is None  # a stand-in dataset's model is never saved
     writing = saving and comm.rank == 0
@@ -189,13 +197,14 @@ def run(args, callbacks=()):
     for path in [final, checkpoint.path, *plots] if saving else plots:
         nn.io.check_writable(path)  # every file the run writes, checked before it starts
     if saving:
-        check_replacing(final, settings["dataset"], sizes[0])
+        check_replacing(final, settings["dataset"], model.in_features)
     print(f"{dataset.name}: {x_train.shape[0]:,} training, {x_val.shape[0]:,} validation, "
           f"{x_test.shape[0]:,} test samples (from {dataset.source})")
-    print(f"backend {backend}; {model.parameter_count():,} parameters "
-          f"({'-'.join(map(str, sizes))}); Adam lr {settings['lr']:g} (cosine decay), batch "
-          f"{settings['batch_size']}, {settings['epochs']} epochs, seed {settings['seed']}"
-          + ("; training digits distorted (nn.augment.mnist_recipe)" if recipe else ""))
+    print(f"backend {backend}; {model.parameter_count():,} parameters ("
+          f"{'cnn' if cnn else '-'.join(map(str, sizes))}); Adam lr {settings['lr']:g} (cosine "
+          f"decay), batch {settings['batch_size']}, {settings['epochs']} epochs, seed "
+          f"{settings['seed']}" + ("; training digits distorted (nn.augment.mnist_recipe)"
+                                   if recipe else ""))
     if resumed:
         print(f"resuming {args.resume} after epoch {start}")
         checkpoint.resumed_from(resumed)

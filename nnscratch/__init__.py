@@ -24,6 +24,7 @@ from .activations import (
 from .backend import BACKENDS, Backend, get_backend, synchronize, to_numpy, use_backend
 from .callbacks import Callback, EarlyStopping, History, ProgressBar
 from .checkpoint import Checkpoint, Run, resume
+from .conv import CNN_TRAINING, AvgPool2D, Conv2D, MaxPool2D, cnn
 from .data import MeanNormalizer, MinMaxScaler, StandardScaler, train_validation_split
 from .errors import (
     BackendError,
@@ -49,6 +50,7 @@ from .losses import (
 from .metrics import accuracy, confusion_matrix
 from .model import Sequential, mlp
 from .model_selection import CrossValidation, cross_validate
+from .normalization import BatchNorm
 from .optim import (
     SGD,
     Adam,
@@ -67,14 +69,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "Backend", "get_backend", "use_backend", "synchronize", "to_numpy", "seed",
-    "Layer", "Parameter", "Dense", "Dropout", "Flatten",
+    "Layer", "Parameter", "Dense", "Dropout", "Flatten", "Conv2D", "MaxPool2D", "AvgPool2D",
+    "BatchNorm",
     "Identity", "Step", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Softplus", "Softmax",
     "get_activation",
     "Loss", "MeanSquaredError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
     "SoftmaxCrossEntropy",
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
     "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay",
-    "Sequential", "mlp", "cross_validate", "CrossValidation",
+    "Sequential", "mlp", "cnn", "CNN_TRAINING", "cross_validate", "CrossValidation",
     "Callback", "History", "EarlyStopping", "ProgressBar",
     "MinMaxScaler", "StandardScaler", "MeanNormalizer", "train_validation_split",
     "accuracy", "confusion_matrix", "gradcheck", "GradcheckResult", "load", "save", "errors",

@@ -443,6 +443,15 @@ def set_element(target: Any, index: Any, value: Any) -> Any:
     return target.at[index].set(value)
 
 
+def add_at(target: Any, index: Any, values: Any) -> Any:
+    """``target[index] += values``, in place where the library allows and returning
+    ``target``; a new array (JAX's ``target.at[index].add(values)``) where it does not."""
+    if mutable(target):
+        target[index] += values
+        return target
+    return target.at[index].add(values)
+
+
 _NAMESPACE_BY_TYPE: dict[type, Any] = {}
 
 

@@ -500,6 +500,14 @@ def broadcast_parameters(comm: Communicator, parameters: Any) -> None:
             param.value = received
 
 
+def broadcast_states(comm: Communicator, layers: Any) -> None:
+    """Every rank's layer state (``Layer.state()``: BatchNorm's running statistics) ←
+    rank 0's, so that the ranks start alike (each updates its own afterwards)."""
+    for layer in layers:
+        for array in layer.state().values():
+            comm.broadcast_(array)
+
+
 def check_same_run(comm: Communicator, what: dict[str, Any]) -> None:
     """Raise ``ConfigError`` on every rank unless every rank has the same ``what`` (the
     architecture, the data's shape and checksum, the settings that fix the number of

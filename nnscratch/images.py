@@ -263,17 +263,20 @@ def resampling_matrix(n: int, m: int) -> np.ndarray:
 
 def classify(model: Any, image: Any, *, white: float | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
-    """What ``model`` (trained on images like MNIST's, flattened) reads in ``image``: the
-    picture as the model sees it, ``preprocess_digit(image, side, white=white)`` with
-    side² the model's inputs, and the class probabilities, the softmax of its outputs,
+    """What ``model`` (trained on images like MNIST's, flattened, or as (1, side, side)
+    images for a convolutional one) reads in ``image``: the picture as the model sees
+    it, ``preprocess_digit(image, side, white=white)`` with side² the model's inputs,
+    and the class probabilities, the softmax of its outputs,
     ``pᵢ = e^{zᵢ − m} / Σⱼ e^{zⱼ − m}``. Both are host arrays."""
     from nnscratch.backend import to_numpy
+    from nnscratch.conv import image_side
 
-    side = math.isqrt(model.in_features or 0)
-    if side * side != model.in_features:
+    side = math.isqrt(model.in_features or 0) if model.in_features else image_side(model)
+    if side is None or (model.in_features and side * side != model.in_features):
         raise ShapeError(f"the model takes {model.in_features} inputs, not a square image")
     pixels = preprocess_digit(image, side, white=white)
-    outputs = to_numpy(model.predict(pixels[None, :]))[0].astype(np.float64)
+    batch = pixels[None, :] if model.in_features else pixels.reshape(1, 1, side, side)
+    outputs = to_numpy(model.predict(batch))[0].astype(np.float64)
     if type(model.layers[-1]).__name__ == "Softmax":  # already probabilities
         return pixels, outputs
     probabilities = np.exp(outputs - outputs.max())

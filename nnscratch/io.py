@@ -15,6 +15,9 @@ The tensors are host (NumPy) arrays, named
 =============================  ============================================================
 ``layers.<i>.<param>``         parameter ``<param>`` of ``model.layers[i]``, e.g.
                                ``layers.0.weight`` (in, out) and ``layers.0.bias`` (out,)
+``state.<i>.<name>``           array ``<name>`` of ``model.layers[i].state()``, the layer's
+                               arrays that are not trained (BatchNorm's ``running_mean``,
+                               ``running_var``)
 ``optimizer.<j>.<slot>``       the optimizer's state array ``<slot>`` (``m_scaled``, ``v_scaled``,
                                ``square_avg``, ``momentum_buffer``) of the ``j``-th entry of
                                ``model.parameters()``; only when saved with an optimizer
@@ -91,7 +94,9 @@ import numpy as np
 
 from . import (
     activations,  # noqa: F401 - the activation layers register themselves
+    conv,  # noqa: F401
     layers,
+    normalization,  # noqa: F401
 )
 from . import random as nn_random
 from ._files import NotARegularFileError, atomic_write, open_regular, refuse_non_regular
@@ -112,6 +117,7 @@ OPTIMIZER_KEY = "nnscratch.optimizer"
 USER_PREFIX = "user."
 LAYER_PREFIX = "layers."
 OPTIMIZER_PREFIX = "optimizer."
+STATE_PREFIX = "state."
 
 # Bounds on the metadata nnscratch parses itself (the safetensors reader bounds the
 # header, and checks every tensor's dtype, shape and offsets against the file's size).
@@ -174,6 +180,8 @@ def save(
                     f"distinct, non-empty names, got {[p.name for p in layer.parameters()]}"
                 )
             tensors[name] = _host(param.value)
+        for key, array in layer.state().items():
+            tensors[f"{STATE_PREFIX}{index}.{key}"] = _host(array)
     if optimizer is not None:
         state = optimizer.state_dict(model.parameters())
         header[OPTIMIZER_KEY] = json.dumps(
@@ -642,7 +650,8 @@ def _check_shapes_before_building(checkpoint: _Checkpoint,
             expected.update({f"{LAYER_PREFIX}{index}.{name}": shape
                              for name, shape in shapes.items()})
     stored = {name: tuple(array.shape) for name, array in checkpoint.tensors.items()
-              if not name.startswith(OPTIMIZER_PREFIX) and _layer_index(name) not in undeclared}
+              if not name.startswith((OPTIMIZER_PREFIX, STATE_PREFIX))
+              and _layer_index(name) not in undeclared}
     _check_tensor_names(path, set(expected), set(stored))
     for name, shape in expected.items():
         if stored[name] != shape:
@@ -695,7 +704,8 @@ def _build_model(checkpoint: _Checkpoint) -> Sequential:
         for index, layer in enumerate(model.layers)
         for param in layer.parameters()
     }
-    stored = {name for name in checkpoint.tensors if not name.startswith(OPTIMIZER_PREFIX)}
+    stored = {name for name in checkpoint.tensors
+              if not name.startswith((OPTIMIZER_PREFIX, STATE_PREFIX))}
     _check_tensor_names(checkpoint.path, set(expected), stored)
     backend = get_backend()
     for name, param in expected.items():
@@ -703,7 +713,26 @@ def _build_model(checkpoint: _Checkpoint) -> Sequential:
                       "the architecture", "the file does not match its architecture")
         param.value = backend.asarray(checkpoint.tensors[name], dtype=_dtype_name(param.value),
                                       copy=True)
+    _restore_states(checkpoint, model)
     return model
+
+
+def _restore_states(checkpoint: _Checkpoint, model: Sequential) -> None:
+    """Every layer's ``state()`` from the ``state.<i>.<name>`` tensors, which must be
+    exactly the layers' state arrays, of their shapes and dtypes."""
+    current = {f"{STATE_PREFIX}{index}.{key}": (index, key, array)
+               for index, layer in enumerate(model.layers)
+               for key, array in layer.state().items()}
+    stored = {name for name in checkpoint.tensors if name.startswith(STATE_PREFIX)}
+    _check_tensor_names(checkpoint.path, set(current), stored)
+    states: dict[int, dict[str, Any]] = {}
+    for name, (index, key, array) in current.items():
+        _check_tensor(checkpoint.path, name, checkpoint.tensors[name], Parameter(array, key),
+                      "the architecture", "the file does not match its architecture")
+        states.setdefault(index, {})[key] = get_backend().asarray(
+            checkpoint.tensors[name], dtype=_dtype_name(array), copy=True)
+    for index, state in states.items():
+        model.layers[index].load_state(state)
 
 
 def _check_tensor(path: str, name: str, array: np.ndarray, param: Parameter, owner: str,

@@ -77,6 +77,27 @@ class Layer:
         """The penalty this layer adds to the loss (L1/L2 on weights); 0 by default."""
         return 0.0
 
+    def state(self) -> dict[str, Any]:
+        """Arrays the layer computes with that are not trained, by name (e.g.
+        ``BatchNorm``'s running statistics): checkpoints save them beside the parameters
+        and a data-parallel ``fit`` starts every rank from rank 0's. None by default."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back what ``state()`` returned: the same names and shapes, arrays of the
+        active backend."""
+        self._check_state(state)
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        current = self.state()
+        if set(state) != set(current):
+            raise ConfigError(f"{self!r} keeps the state {sorted(current)}, got "
+                              f"{sorted(state)}")
+        for name, array in state.items():
+            if tuple(array.shape) != tuple(current[name].shape):
+                raise ShapeError(f"{self!r}: state {name!r} has shape "
+                                 f"{tuple(current[name].shape)}, got {tuple(array.shape)}")
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this layer (saved in checkpoints)."""
         return {}

@@ -300,6 +300,7 @@ class Sequential:
                 validation_data))
             rows, bounds, shares = distributed.local_batches(samples, batch_size, comm)
             distributed.broadcast_parameters(comm, parameters)
+            distributed.broadcast_states(comm, self.layers)
 
         history = History()
         callbacks = [history, *callbacks]

@@ -320,7 +320,7 @@ def test_the_examples_defaults_stay_and_augment_brings_its_recipe():
     plain = mnist.resolve_settings(mnist.parse_args([]))
     assert plain == {"dataset": "mnist", "hidden": [512, 256], "epochs": 10,
                      "batch_size": 128, "lr": 1e-3, "seed": 0, "limit": None,
-                     "augment": False}
+                     "augment": False, "model": "mlp"}
     augmented = mnist.resolve_settings(mnist.parse_args(["--augment"]))
     assert augmented == {**plain, **A.mnist_recipe().settings, "augment": True}
     assert mnist.resolve_settings(mnist.parse_args(["--augment", "--epochs", "4"]))["epochs"] == 4

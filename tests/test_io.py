@@ -554,10 +554,10 @@ def test_malformed_metadata(checkpoint, backend, key, value, fragments):
 def test_unknown_layer_type(checkpoint, backend):
     def conv(tensors: dict, metadata: dict) -> None:
         architecture = json.loads(metadata["nnscratch.architecture"])
-        architecture[1] = {"type": "Conv2D", "config": {"kernel": 3}}
+        architecture[1] = {"type": "Conv3D", "config": {"kernel": 3}}
         metadata["nnscratch.architecture"] = json.dumps(architecture)
 
-    assert_checkpoint_error(edited(checkpoint, conv), "layer 1", "unknown type 'Conv2D'",
+    assert_checkpoint_error(edited(checkpoint, conv), "layer 1", "unknown type 'Conv3D'",
                             "register_layer")
 
 

@@ -476,3 +476,29 @@ def test_predict_errors_name_the_fix(tmp_path, monkeypatch):
     bomb.write_bytes(png_claiming(20000, 20000))
     code, _, err = run_main("--predict", str(bomb), "--resume", str(checkpoint))
     assert code == 1 and "pixels" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_cnn_trains_resumes_and_reads_a_digit(mnist_path, tmp_path):
+    """--model cnn: nn.cnn on (N, 1, 28, 28) images, saved with its settings, resumed for
+    one more epoch, and used by --predict."""
+    checkpoint = tmp_path / "cnn.safetensors"
+    code, out, err = run_main("--model", "cnn", "--data", str(mnist_path), "--limit", "600",
+                              "--epochs", "1", "--save", str(checkpoint), "--quiet")
+    assert code == 0, out + err
+    assert "parameters (cnn); Adam lr 0.002" in out  # nn.CNN_TRAINING's rate
+    assert reported_accuracy(out) > 0.2  # five steps: learning (chance is 0.1)
+    assert read_settings(checkpoint)["model"] == "cnn" and epochs_done(checkpoint) == 1
+    model = nn.load(checkpoint)
+    assert isinstance(model.layers[0], nn.Conv2D) and model.takes_images
+    code, out, err = run_main("--resume", str(checkpoint), "--epochs", "2", "--data",
+                              str(mnist_path), "--save", str(checkpoint), "--quiet")
+    assert code == 0, out + err
+    assert "resuming" in out and epochs_done(checkpoint) == 2
+    assert reported_accuracy(out) > 0.5
+    test = load("mnist", mnist_path, report=None)
+    picture = tmp_path / "digit.png"
+    upscaled_black_on_white(test.x_test[0]).save(picture)
+    code, out, err = run_main("--predict", str(picture), "--save", str(checkpoint))
+    assert code == 0, err
+    assert re.search(r"^predicted: \d \(\d+\.\d%\)$", out, re.M), out

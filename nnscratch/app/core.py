@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import nnscratch as nn
+from nnscratch.conv import image_side
 from nnscratch.datasets import Dataset, Interface, load
 from nnscratch.errors import CheckpointError, NNScratchError
 from nnscratch.images import classify
@@ -163,6 +164,7 @@ class TrainSettings:
     lr: float = 1e-3
     batch_size: int = 128
     limit: int | None = None
+    model: str = "mlp"  # or "cnn": nn.cnn, trained on (N, 1, 28, 28) images
 
 
 #: (low, high) for each numeric setting; the page shows them as the inputs' bounds.
@@ -213,6 +215,11 @@ def parse_train_settings(payload: Any) -> TrainSettings:
             raise RequestError(422, f'"lr" (the learning rate) must be a number from {low:g} '
                                     f"to {high:g}, got {json.dumps(lr)}")
         settings["lr"] = float(lr)
+    if "model" in payload:
+        if payload["model"] not in ("mlp", "cnn"):
+            raise RequestError(422, '"model" must be "mlp" or "cnn", got '
+                                    f"{json.dumps(payload['model'])}")
+        settings["model"] = payload["model"]
     return TrainSettings(**settings)
 
 
@@ -220,10 +227,21 @@ def parse_train_settings(payload: Any) -> TrainSettings:
 
 
 def architecture(model: nn.Sequential) -> str:
-    """``784-128-10``: the widths of the inputs and of each Dense layer."""
-    widths = [model.in_features] + [layer.out_features for layer in model.layers
-                                    if isinstance(layer, nn.Dense)]
+    """``784-128-10``: the widths of the inputs and of each Dense layer; for a CNN the
+    image and the convolutions' channels first, ``28x28-conv16-conv32-128-10``."""
+    side = image_side(model)
+    widths = [model.in_features or f"{side}x{side}"] + [
+        f"conv{layer.out_channels}" if isinstance(layer, nn.Conv2D) else layer.out_features
+        for layer in model.layers if isinstance(layer, (nn.Conv2D, nn.Dense))]
     return "-".join(map(str, widths))
+
+
+def model_inputs(model: nn.Sequential, rows: np.ndarray) -> np.ndarray:
+    """Images as rows of pixels, as ``model`` takes them: (N, 1, side, side) for a CNN."""
+    if model.in_features is not None:
+        return rows
+    side = math.isqrt(rows.shape[1])
+    return rows.reshape(-1, 1, side, side)
 
 
 class DigitReader:
@@ -233,8 +251,8 @@ class DigitReader:
     def __init__(self, model: nn.Sequential, source: str, accuracy: float | None = None) \
             -> None:
         inputs, outputs = model.in_features, model.out_features
-        side = math.isqrt(inputs or 0)
-        if not inputs or side * side != inputs or side < 8 or outputs != CLASSES:
+        side = math.isqrt(inputs) if inputs else image_side(model) or 0
+        if (inputs and side * side != inputs) or side < 8 or outputs != CLASSES:
             raise CheckpointError(
                 f"{source}: the model takes {inputs} inputs and gives {outputs} outputs; the "
                 f"digit app needs a square picture's pixels in (e.g. 784 = 28 x 28) and "
@@ -339,8 +357,14 @@ def _tiles(weights: np.ndarray) -> str:
 
 
 def weight_snapshot(model: nn.Sequential) -> dict[str, Any]:
-    """The first ``WEIGHT_TILES`` units of the first layer, each as a side x side tile."""
+    """The first ``WEIGHT_TILES`` units of the first layer, each as a side x side tile;
+    of a convolution, its filters (their first input channel), kh x kw each."""
     first = model.layers[0]
+    if isinstance(first, nn.Conv2D):
+        count, side = min(WEIGHT_TILES, first.out_channels), first.kernel_size[0]
+        filters = nn.to_numpy(first.weight.value)[:count, 0].astype(np.float64)
+        return {"count": count, "side": side,
+                "data": _tiles(filters.reshape(count, -1)[:, :side * side].T)}
     count = min(WEIGHT_TILES, first.out_features)
     weights = nn.to_numpy(first.weight.value)[:, :count].astype(np.float64)
     return {"count": count, "side": math.isqrt(first.in_features), "data": _tiles(weights)}
@@ -395,7 +419,7 @@ def misclassified(model: nn.Sequential, images: np.ndarray, labels: np.ndarray,
                   shown: int = MISCLASSIFIED_SHOWN) -> tuple[float, dict[str, Any]]:
     """The test accuracy, and the first ``shown`` test images the model gets wrong (as
     base64 bytes, 0-255), with their true and predicted digits."""
-    predicted = np.argmax(nn.to_numpy(model.predict(images)), axis=1)
+    predicted = np.argmax(nn.to_numpy(model.predict(model_inputs(model, images))), axis=1)
     wrong = nn.metrics.misclassified(predicted, labels, shown)
     pixels = np.round(images[wrong] * 255).astype(np.uint8)
     return float(np.mean(predicted == labels)), {
@@ -465,7 +489,10 @@ class Trainer:
         data = self.data = self._load_data()
         x_train, y_train, x_val, y_val = data.split(VALIDATION_SAMPLES, settings.limit)
         nn.seed(0)
-        model = nn.mlp([data.x_train.shape[1], *settings.hidden, CLASSES])
+        side = math.isqrt(data.x_train.shape[1])
+        model = nn.cnn((1, side, side), CLASSES) if settings.model == "cnn" else \
+            nn.mlp([data.x_train.shape[1], *settings.hidden, CLASSES])
+        x_train, x_val = model_inputs(model, x_train), model_inputs(model, x_val)
         run.emit("start", settings=asdict(settings), backend=str(nn.get_backend()),
                  architecture=architecture(model), parameters=model.parameter_count(),
                  train_samples=int(x_train.shape[0]), val_samples=int(x_val.shape[0]),
