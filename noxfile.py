@@ -39,6 +39,9 @@ BACKENDS = [
 ]
 
 
+# one BLAS / OpenMP thread per pytest worker: two workers on two cores, not four threads
+WORKER_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 REFERENCES = ["-r", "backends/torch-cpu.txt", "-r", "backends/array-api-strict.txt"]
 
 
@@ -92,10 +95,15 @@ def tests(session: nox.Session, backend: str, device: str, requirements: str | N
     _install(session, "-e", ".[test,numba]" if backend == "numpy" else ".[test]")
     # SCIPY_ARRAY_API=1: scikit-learn's array API checks of nnscratch.sklearn run
     # (torch and array-api-strict inputs); without it sklearn skips them.
-    env = {"NNSCRATCH_BACKEND": backend, "SCIPY_ARRAY_API": "1", **_data_env()}
+    env = {"NNSCRATCH_BACKEND": backend, "SCIPY_ARRAY_API": "1", **_data_env(),
+           **WORKER_THREADS}
     if device:
         env["NNSCRATCH_DEVICE"] = device
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)
+    # Two workers (pytest-xdist): the suite is thousands of small single-threaded tests,
+    # and CI's machine has two cores; jax's session, which compiles its training steps,
+    # would otherwise take most of CI's time. `nox -s "tests(numpy)" -- -n 0` runs serially.
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", *session.posargs,
+                env=env)
 
 
 @nox.session
