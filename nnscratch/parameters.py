@@ -69,6 +69,8 @@ class Parameter:
     @grad.setter
     def grad(self, new: Any) -> None:
         if self.vector is None or new is None:
+            if new is not None and self._value is not None and hasattr(new, "shape"):
+                _check_shape(self._value, new, f"the gradient of parameter {self.name!r}")
             self._grad = new
         else:
             _copy_into(self._grad_window, new, f"the gradient of parameter {self.name!r}")

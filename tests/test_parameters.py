@@ -101,7 +101,9 @@ def test_assigning_a_value_of_another_dtype_is_refused_not_rounded(backend):
     # the same dtype and shape is still copied into θ; a float64 model takes float64 values
     wide = model("float64")
     wide.layers[0].bias.value = precise
-    assert host(wide.parameters().vector.value)[35:42].tolist() == [1.0 + 1e-12] * 7
+    assert host(wide.layers[0].bias.value).tolist() == [1.0 + 1e-12] * 7
+    if wide.parameters().vector is not None:  # JAX's immutable arrays have no θ
+        assert host(wide.parameters().vector.value)[35:42].tolist() == [1.0 + 1e-12] * 7
     with pytest.raises(NNScratchError, match="float32"):
         wide.layers[2].bias.value = backend.asarray(np.zeros(3, np.float32))
 
