@@ -1,5 +1,6 @@
 """Models and optimizers pickle and deep-copy on every backend: the copy predicts as the
-original, its parameters are again windows of one θ, the optimizer state follows the
+original, its parameters are again windows of one θ (where the backend has one:
+not jax, whose arrays are immutable), the optimizer state follows the
 copied parameters, and training one leaves the other untouched."""
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import nnscratch as nn
-from nnscratch.backend import placement
+from nnscratch.backend import mutable, placement
 from nnscratch.parameters import ParameterVector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +46,25 @@ def _trained(optimizer: nn.Optimizer | None = None) -> tuple[nn.Sequential, nn.O
 
 
 def _theta(model: nn.Sequential) -> np.ndarray:
-    return nn.to_numpy(model.parameters().vector.value).copy()
+    """All the model's parameter values as one host vector: θ itself where the backend
+    lays the parameters out in one (jax, immutable arrays, has none: each parameter
+    holds its own array)."""
+    vector = model.parameters().vector
+    if vector is not None:
+        return nn.to_numpy(vector.value).copy()
+    return np.concatenate([nn.to_numpy(param.value).ravel() for param in model.parameters()])
+
+
+def _has_theta(model: nn.Sequential) -> bool:
+    """Whether the model's parameters are windows of one θ: on every backend whose arrays
+    are mutable, and checked so (a lost θ there fails instead of skipping)."""
+    has = model.parameters().vector is not None
+    assert has == mutable(_first_value(model)), "θ expected exactly where arrays are mutable"
+    return has
+
+
+def _first_value(model: nn.Sequential) -> Any:
+    return next(iter(model.parameters())).value
 
 
 def _fit_more(model: nn.Sequential, optimizer: nn.Optimizer) -> None:
@@ -59,6 +79,12 @@ def test_a_copied_model_predicts_as_the_original_from_windows_of_one_theta(how, 
     X, _ = _data()
     clone = COPIES[how](model)
     np.testing.assert_array_equal(nn.to_numpy(clone.predict(X)), nn.to_numpy(model.predict(X)))
+    for param, original in zip(clone.parameters(), model.parameters()):
+        assert param is not original
+        assert placement(param.value) == placement(original.value)
+    if not _has_theta(model):
+        pytest.skip("no θ on this backend (immutable arrays: each parameter holds its own "
+                    "array), so no windows of one θ to check; the predictions matched")
     vector = clone.parameters().vector
     assert vector is not None and vector is not model.parameters().vector
     assert vector.holds_all() and placement(vector.value) == placement(
@@ -97,14 +123,18 @@ def test_model_and_optimizer_copied_together_continue_the_same_run(how, make):
     model, optimizer = _trained(make())
     clone, clone_optimizer = COPIES[how]((model, optimizer))
     assert clone_optimizer.t == optimizer.t > 0
-    # the copied state is keyed by the copied parameters, and a parameter's state is a
-    # window of θ's state, as in the original
-    vector = clone.parameters().vector
-    assert set(map(id, clone_optimizer.state)) == {id(vector), *map(id, clone.parameters())}
-    slot = next(iter(clone_optimizer.state[vector]))
-    clone_optimizer.state[vector][slot][...] = 7.0
-    for param in clone.parameters():
-        assert np.all(nn.to_numpy(clone_optimizer.state[param][slot]) == 7.0)
+    if _has_theta(model):
+        # the copied state is keyed by the copied parameters, and a parameter's state is a
+        # window of θ's state, as in the original
+        vector = clone.parameters().vector
+        assert set(map(id, clone_optimizer.state)) == {id(vector),
+                                                       *map(id, clone.parameters())}
+        slot = next(iter(clone_optimizer.state[vector]))
+        clone_optimizer.state[vector][slot][...] = 7.0
+        for param in clone.parameters():
+            assert np.all(nn.to_numpy(clone_optimizer.state[param][slot]) == 7.0)
+    else:  # no θ (jax): the copied state is keyed by the copied parameters alone
+        assert set(map(id, clone_optimizer.state)) == set(map(id, clone.parameters()))
     clone, clone_optimizer = COPIES[how]((model, optimizer))
     # the same further training, from the same θ and state: the same weights, to the bit
     nn.seed(5)
@@ -130,8 +160,14 @@ def test_pickled_apart_the_optimizer_keeps_its_own_parameters():
     assert clone_optimizer.t == optimizer.t and len(clone_optimizer.state) == len(optimizer.state)
     own = {id(param) for param in clone.parameters()} | {id(clone.parameters().vector)}
     assert not own & set(map(id, clone_optimizer.state))
-    vector = next(key for key in clone_optimizer.state if isinstance(key, ParameterVector))
-    np.testing.assert_array_equal(nn.to_numpy(vector.value), _theta(model))
+    if _has_theta(model):
+        vector = next(key for key in clone_optimizer.state
+                      if isinstance(key, ParameterVector))
+        np.testing.assert_array_equal(nn.to_numpy(vector.value), _theta(model))
+    else:  # no θ (jax): the state's own parameters hold the model's values
+        held = np.concatenate([nn.to_numpy(param.value).ravel()
+                               for param in clone_optimizer.state])
+        np.testing.assert_array_equal(held, _theta(model))
 
 
 def test_a_layer_and_a_parameter_on_their_own_pickle():
@@ -160,7 +196,7 @@ def test_a_pickled_model_predicts_the_same_in_a_fresh_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     backend = nn.get_backend()
     env["NNSCRATCH_BACKEND"] = backend.name
-    env["NNSCRATCH_DEVICE"] = placement(model.parameters().vector.value)[1]
+    env["NNSCRATCH_DEVICE"] = placement(_first_value(model))[1]
     subprocess.run([sys.executable, "-c", program, str(tmp_path)], check=True, env=env,
                    cwd=tmp_path, timeout=120)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), nn.to_numpy(model.predict(X)))

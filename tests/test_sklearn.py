@@ -85,7 +85,8 @@ def test_in_a_pipeline_with_cross_val_score_and_grid_search_on_two_processes():
     assert search.best_score_ >= 0.85
     assert len(search.cv_results_["mean_test_score"]) == 2
     best = search.best_estimator_[-1]
-    assert placement(best.model_.parameters().vector.value) == active_placement()
+    assert all(placement(param.value) == active_placement()
+               for param in best.model_.parameters())
     first_dense = next(layer for layer in best.model_.layers if isinstance(layer, nn.Dense))
     assert first_dense.out_features == search.best_params_[
         "mlpclassifier__hidden_layer_sizes"][0]
