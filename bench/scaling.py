@@ -46,7 +46,7 @@ from common import (
     write_results,
 )
 from common import default_results_path as results_path_for
-from mlp import BETAS, EPS, LR, SEED, load_data, sample_subset, torch_epoch
+from mlp import BETAS, EPS, LR, SEED, load_data, sample_subset, torch_epoch, torch_model
 
 import nnscratch as nn
 
@@ -104,17 +104,6 @@ def build_model(library: Any, hidden: int | str,
     return model
 
 
-def torch_model(torch: Any, initial: list[tuple[np.ndarray, np.ndarray]]) -> Any:
-    layers: list[Any] = []
-    for weight, bias in initial:
-        linear = torch.nn.Linear(*weight.shape)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight.T)))
-            linear.bias.copy_(torch.from_numpy(bias))
-        layers += [linear, torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers[:-1])
-
-
 def step_flops(hidden: int | str, batch: int) -> int:
     """Matmul FLOPs of a step (bench/mlp.py's formula: 3 products per layer, less the
     first layer's input gradient)."""
@@ -154,7 +143,7 @@ def measure_pair(torch: Any, X: np.ndarray, y: np.ndarray, hidden: int | str, ba
     epochs = {NNSCRATCH: fit_epoch(nn, hidden, batch, initial)}
     if baseline is not None:
         epochs[BASELINE] = fit_epoch(baseline, hidden, batch, initial)
-    t_model = torch_model(torch, initial)
+    t_model = torch_model(torch, initial, "cpu")
     t_optimizer = torch.optim.Adam(t_model.parameters(), lr=LR, betas=BETAS, eps=EPS)
 
     def torch_run(Xb: np.ndarray, yb: np.ndarray) -> None:
