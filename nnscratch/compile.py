@@ -14,7 +14,9 @@ Eagerly that function is the model's own step, ``Sequential._train_step``: forwa
 backward, ``optimizer.apply``, one array operation after the other (in place where the
 array library allows). Compiled, the *same* Python code runs once per batch shape on
 JAX's tracers (``jax.jit``): the layers, the loss and the optimizer see tracers in place of
-arrays, and XLA fuses the step's ~50 operations into a few loops. Nothing is written
+arrays, and XLA fuses the step's ~50 operations into a few loops. The step takes its
+batch's rows itself, from X on the device and the epoch's shuffled order: no shuffled
+copy of X is made (on MNIST that copy was ~60 ms an epoch). Nothing is written
 twice: ``JaxStep`` only puts the step's inputs where the layers and the optimizer look for
 them, traces, and takes the outputs back. What must stay on the host stays there:
 
@@ -30,6 +32,12 @@ A layer whose step changes arrays other than its parameters (a BatchNorm's runni
 statistics) names them in ``state_attributes``; they are inputs and outputs of the compiled
 step like the parameters. Layers must not read arrays back to the host inside ``forward``
 or ``backward`` (``float(x)``), nor keep arrays made there anywhere but on themselves.
+
+XLA is asked for a quick compile (``QUICK_COMPILE``) where a program's whole use does less
+arithmetic than compiling it costs (``QUICK_WORK``): XOR's 10,000 epochs are ~5 million
+operations, and on a CPU XLA's default compile (~0.16 s) would be most of the run; the
+last, shorter batch of an epoch runs once an epoch. A program that runs long (MNIST's
+full batches) gets XLA's full optimization.
 
 The parameters and the optimizer's state are *donated*: XLA writes the new values into
 their buffers, as the in-place libraries do. An array of the old values that a user held
@@ -52,6 +60,20 @@ from .metrics import correct_count
 
 COMPILERS = {"jax": "jax.jit"}
 """The backends whose training step ``fit`` can compile, and with what."""
+
+QUICK_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+"""XLA's options for a program whose run is shorter than its compile (CPU only): no fusion
+emitters, no LLVM optimization. On XOR's 10,000-epoch loop they cut XLA's compile from
+~0.16 s to ~0.065 s and leave the loop as fast (~2 µs an epoch); the MNIST MLP's step's
+from ~0.33 s to ~0.09 s, but its epoch then takes 1.5 s instead of 0.7 s (bench/README.md,
+"JAX and compiled steps")."""
+
+QUICK_WORK = 1e9
+"""The floating-point operations (XLA's count of one step × the steps of that batch shape
+``fit`` will take) under which a program is compiled with ``QUICK_COMPILE``: XOR's loop,
+and the short last batch of an epoch (MNIST's 96 rows, 5 times in a 5-epoch run). A
+quick compile saves ~0.1-0.25 s and costs ~1e-11 s per operation run (the MLP's numbers
+above): it pays below ~1e10 operations; the bound is a tenth of that."""
 
 _warned_eager = False
 
@@ -98,10 +120,16 @@ class JaxStep:
     """``Sequential._train_step`` compiled with ``jax.jit``: ``loss, correct = step(X, y,
     start, stop)`` takes a step on rows ``start:stop`` of (X, y) (``correct`` 0 for
     regression), updating the model's parameters and the optimizer's state as an eager
-    step does. A batch made on its own (e.g. augmented) is ``step(xb, yb, 0, len(xb))``."""
+    step does; ``step(X, y, start, stop, order)`` on rows ``order[start:stop]`` (an
+    epoch's shuffle, gathered inside the step). A batch made on its own (e.g. augmented)
+    is ``step(xb, yb, 0, len(xb))``.
+
+    ``steps``, how many steps ``fit`` will take of each batch size (``{size: count}``),
+    chooses XLA's options (``QUICK_COMPILE``); None: many."""
 
     def __init__(self, model: Any, loss: Any, optimizer: Any, parameters: Any,
-                 penalized: bool, required: bool = True) -> None:
+                 penalized: bool, required: bool = True,
+                 steps: dict[int, int] | None = None) -> None:
         import jax
 
         from .backend import get_backend
@@ -121,28 +149,33 @@ class JaxStep:
         self._draws: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
         self._recording: list[tuple[Any, Any]] | None = None
         self._jax = jax
-        self._jitted = jax.jit(self._pure, donate_argnums=(0, 1), static_argnums=(6,))
-        self._scanned = jax.jit(self._scan, donate_argnums=(0, 1, 2))
+        self.steps = steps
+        self.options: dict[str, Any] | None = None  # XLA's options, the last compile's
+        self._step = jax.jit(self._pure, donate_argnums=(0, 1), static_argnums=(7,))
+        self._executables: dict[tuple[Any, ...], Any] = {}
 
     # -- the host side --------------------------------------------------------------------
 
-    def __call__(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
-        """One step on the batch ``X[start:stop]``, ``y[start:stop]`` (rows sliced inside
-        the compiled step: an eager JAX slice costs more than a small step)."""
+    def __call__(self, X: Any, y: Any, start: int, stop: int,
+                 order: Any = None) -> tuple[Any, Any]:
+        """One step on the batch ``X[start:stop]``, ``y[start:stop]``, or on rows
+        ``order[start:stop]`` of them (rows sliced or gathered inside the compiled step:
+        an eager JAX slice costs more than a small step, and gathering a whole epoch's
+        shuffled copy of X first would be one more pass over it)."""
         if self.eager:
-            return self._eager_step(X, y, start, stop)
+            return self._eager_step(X, y, start, stop, order)
         optimizer = self.optimizer
         optimizer.begin_step()
         scalars = optimizer.step_scalars()
         size = stop - start
-        key = (tuple(X.shape), tuple(y.shape), size)
+        key = (tuple(X.shape), tuple(y.shape), size, order is None)
         draws = self._draws.get(key)
         values, states = self._values(), [optimizer.state[param] for param in self.members]
-        arguments = (X, y, start, size)
+        arguments = (X, y, order, start, size)
         outputs = None
         if draws is None:
             try:  # most models draw nothing: one trace
-                outputs = self._jitted(values, states, scalars, *arguments, [])
+                outputs = self._run_step(key, values, states, scalars, arguments, [])
                 draws = self._draws[key] = []
             except _DrawsNeededError:
                 draws = self._draws[key] = self._discover_draws(values, states, scalars,
@@ -150,10 +183,10 @@ class JaxStep:
             except self._jax.errors.JAXTypeError as exc:  # a layer reads the host
                 optimizer.t -= 1  # nothing ran: the eager step counts this step again
                 self._untraceable(exc)
-                return self._eager_step(X, y, start, stop)
+                return self._eager_step(X, y, start, stop, order)
         if outputs is None:
             noise = [self.backend.asarray(draw(), dtype=dtype) for draw, dtype in draws]
-            outputs = self._jitted(values, states, scalars, *arguments, noise)
+            outputs = self._run_step(key, values, states, scalars, arguments, noise)
         new_values, new_states, new_grads, value, correct = outputs
         self._install(new_values, new_states, new_grads)
         # No ``optimizer.end_step()``: its flush keeps decaying state out of the subnormal
@@ -174,10 +207,16 @@ class JaxStep:
         warnings.warn(message + "; running the steps eagerly", stacklevel=5)
         self.eager = True
 
-    def _eager_step(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
+    def _eager_step(self, X: Any, y: Any, start: int, stop: int,
+                    order: Any = None) -> tuple[Any, Any]:
         """The step run eagerly, as ``fit(compile=False)`` runs it."""
-        xb, yb = (X, y) if stop - start == X.shape[0] else (X[start:stop, ...],
-                                                             y[start:stop, ...])
+        if order is not None:
+            rows = order[start:stop]
+            xb, yb = (self.backend.xp.take(X, rows, axis=0),
+                      self.backend.xp.take(y, rows, axis=0))
+        else:
+            xb, yb = (X, y) if stop - start == X.shape[0] else (X[start:stop, ...],
+                                                                 y[start:stop, ...])
         value, outputs = self.model._train_step(xb, yb, self.loss, self.optimizer.step,
                                                 self.parameters, self.penalized)
         if not self.judging:
@@ -204,7 +243,9 @@ class JaxStep:
         values, states = self._values(), [optimizer.state[param] for param in self.members]
         grads = [xp.zeros_like(param.value) for param in self.members]
         try:
-            outputs = self._scanned(values, states, grads, scalars, X, y)
+            arguments = (values, states, grads, scalars, X, y)
+            scan = self._jax.jit(self._scan, donate_argnums=(0, 1, 2))
+            outputs = self._compile(scan.lower(*arguments), len(rates), X)(*arguments)
         except (_DrawsNeededError, self._jax.errors.JAXTypeError) as exc:
             optimizer.t, optimizer.lr = t, lr
             if not isinstance(exc, _DrawsNeededError):
@@ -213,6 +254,31 @@ class JaxStep:
         new_values, new_states, new_grads, losses, correct = outputs
         self._install(new_values, new_states, new_grads)
         return losses, correct
+
+    def _run_step(self, key: tuple[Any, ...], values: list[Any], states: list[Any],
+                  scalars: dict[str, Any], arguments: tuple[Any, ...],
+                  noise: list[Any]) -> tuple[Any, ...]:
+        """The compiled step for this batch shape (compiled on first use), run."""
+        X, y, order, start, size = arguments
+        key = (*key, len(noise))
+        executable = self._executables.get(key)
+        if executable is None:
+            lowered = self._step.lower(values, states, scalars, X, y, order, start, size,
+                                       noise)
+            steps = None if self.steps is None else self.steps.get(size)
+            executable = self._executables[key] = self._compile(lowered, steps, X)
+        return executable(values, states, scalars, X, y, order, start, noise)
+
+    def _compile(self, lowered: Any, steps: int | None, data: Any) -> Any:
+        """XLA's executable for a traced program that will run ``steps`` times on the
+        device that holds ``data``, with the quick options where its whole arithmetic is
+        less than compiling it costs."""
+        self.options = None
+        if steps is not None and _platform(data) == "cpu":
+            flops = _flops(lowered)
+            if flops is not None and flops * steps < QUICK_WORK:
+                self.options = dict(QUICK_COMPILE)
+        return lowered.compile(self.options)
 
     def _values(self) -> list[Any]:
         """The parameters' values, then the layers' state arrays (the step's inputs)."""
@@ -233,7 +299,7 @@ class JaxStep:
         def epoch(carry: tuple[Any, ...], step_scalars: dict[str, Any]) -> tuple[Any, Any]:
             values, states, _ = carry
             values, states, grads, value, correct = self._pure(
-                values, states, step_scalars, X, y, 0, X.shape[0], None)
+                values, states, step_scalars, X, y, None, 0, X.shape[0], None)
             return (values, states, grads), (value, correct)
 
         (values, states, grads), (losses, correct) = self._jax.lax.scan(
@@ -246,12 +312,12 @@ class JaxStep:
         nothing donated) that records them."""
         self._recording = []
         try:
-            X, y, start, size = arguments
+            X, y, order, start, size = arguments
             def abstract_step(values: Any, states: Any, scalars: Any, X: Any, y: Any,
-                              start: Any) -> Any:
-                return self._pure(values, states, scalars, X, y, start, size, None)
+                              order: Any, start: Any) -> Any:
+                return self._pure(values, states, scalars, X, y, order, start, size, None)
 
-            self._jax.eval_shape(abstract_step, values, states, scalars, X, y, start)
+            self._jax.eval_shape(abstract_step, values, states, scalars, X, y, order, start)
             return self._recording
         finally:
             self._recording = None
@@ -259,16 +325,22 @@ class JaxStep:
     # -- the traced side ------------------------------------------------------------------
 
     def _pure(self, values: list[Any], states: list[dict[str, Any]], scalars: dict[str, Any],
-              X: Any, y: Any, start: Any, size: int, noise: list[Any] | None) \
+              X: Any, y: Any, order: Any, start: Any, size: int, noise: list[Any] | None) \
             -> tuple[Any, ...]:
         """The step as a function of its inputs, run on tracers (see the module's
         docstring): the inputs are put where the model looks for them, and everything
         the trace touched is put back afterwards, so that no tracer outlives it."""
         saved = self._enter(values, states, scalars, noise)
         try:
-            lax = self._jax.lax
-            xb, yb = (X, y) if size == X.shape[0] else (
-                lax.dynamic_slice_in_dim(X, start, size), lax.dynamic_slice_in_dim(y, start, size))
+            lax, xp = self._jax.lax, self.backend.xp
+            if order is not None:  # this batch's rows of the epoch's shuffle
+                rows = lax.dynamic_slice_in_dim(order, start, size)
+                xb, yb = xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
+            elif size == X.shape[0]:
+                xb, yb = X, y
+            else:
+                xb, yb = (lax.dynamic_slice_in_dim(X, start, size),
+                          lax.dynamic_slice_in_dim(y, start, size))
             value, outputs = self.model._train_step(
                 xb, yb, self.loss, self.optimizer.apply, self.parameters, self.penalized)
             if self.judging:
@@ -329,6 +401,25 @@ class JaxStep:
         self.optimizer.state.update(saved["state"])
         for name, value in saved["scalars"].items():
             setattr(self.optimizer, name, value)
+
+
+def _platform(array: Any) -> str:
+    """The platform (cpu, gpu, …) of the device a JAX array lives on."""
+    devices = array.devices()
+    return next(iter(devices)).platform if devices else "cpu"
+
+
+def _flops(lowered: Any) -> float | None:
+    """XLA's count of a traced program's floating-point operations (a loop's body counted
+    once), or None where it gives none."""
+    try:
+        analysis = lowered.cost_analysis()
+    except Exception:  # noqa: BLE001 — a count is advice; without it, the defaults
+        return None
+    if isinstance(analysis, (list, tuple)):  # one per device in some JAX versions
+        analysis = analysis[0] if analysis else None
+    flops = analysis.get("flops") if isinstance(analysis, dict) else None
+    return float(flops) if flops is not None and flops >= 0 else None
 
 
 def _snapshot(owner: Any) -> dict[str, Any]:

@@ -283,10 +283,6 @@ class Sequential:
         base_lr = optimizer.lr
         parameters = self.parameters()
         penalized = self._penalized()  # any L1/L2 terms to add to the loss
-        step = self._train_step
-        if compiled:  # the same step, traced and compiled (see nnscratch.compile)
-            step = compiling.JaxStep(self, loss, optimizer, parameters, penalized,
-                                     required=compile is True)
         # accuracy counts samples (multiclass) or output elements (binary)
         judged = samples * (1 if loss.task == "multiclass" else self._binary_width())
         # Each step's rows, and (distributed) this rank's positions in the epoch's order
@@ -301,6 +297,11 @@ class Sequential:
             rows, bounds, shares = distributed.local_batches(samples, batch_size, comm)
             distributed.broadcast_parameters(comm, parameters)
             distributed.broadcast_states(comm, self.layers)
+        step = self._train_step
+        if compiled:  # the same step, traced and compiled (see nnscratch.compile)
+            step = compiling.JaxStep(self, loss, optimizer, parameters, penalized,
+                                     required=compile is True,
+                                     steps=_steps_per_size(bounds, epochs - initial_epoch))
 
         history = History()
         callbacks = [history, *callbacks]
@@ -377,7 +378,8 @@ class Sequential:
 
         The epoch's shuffle is applied to a run of steps at once (``GATHER_BYTES`` of X),
         so that every step takes a contiguous slice: one gather per run of steps rather
-        than two per step. The steps' outputs are kept, and judged against the targets
+        than two per step (the compiled step, unless augmented, gathers its own rows of
+        ``order`` instead). The steps' outputs are kept, and judged against the targets
         once, at the end. On N > 1 ranks, ``order`` holds this rank's rows only, and ∇θ
         is summed over the ranks, weighted by ``shares``, before each step. ``augment``
         makes each batch a new, distorted copy before the forward pass.
@@ -387,17 +389,18 @@ class Sequential:
         """
         xp = namespace(X)
         eager = step_function == self._train_step
+        inside = not eager and augment is None  # the compiled step gathers its own rows
         gathered, first = X, 0  # the rows of X the current steps slice, from row `first`
-        if order is not None:
+        if order is not None and not inside:
             y = xp.take(y, order, axis=0)
             row_bytes = math.prod(X.shape[1:]) * _itemsize(X)
             runs = _runs_of_steps(bounds, max(1, GATHER_BYTES // row_bytes)) if eager \
-                else {0: (0, X.shape[0])}  # compiled: one gather, sliced inside the step
+                else {0: (0, X.shape[0])}  # compiled, augmented: one gather an epoch
         samples = X.shape[0]
         judging = loss.task != "regression"
         step_losses, step_outputs = [], []
         for step, (start, stop) in enumerate(bounds):
-            if order is not None and step in runs:  # the next run of steps: gather it
+            if order is not None and not inside and step in runs:  # the next run: gather
                 first, last = runs[step]
                 gathered = xp.take(X, order[first:last], axis=0)
             if eager:
@@ -411,8 +414,9 @@ class Sequential:
                 # host's), then the compiled step on that batch
                 xb = augment(gathered[start - first:stop - first, ...])
                 value, outputs = step_function(xb, y[start:stop, ...], 0, stop - start)
-            else:  # compiled: the batch's number of right predictions, not its outputs
-                value, outputs = step_function(gathered, y, start, stop)
+            else:  # compiled: the batch's rows of the epoch's order gathered in the step,
+                # which returns their number of right predictions, not the outputs
+                value, outputs = step_function(X, y, start, stop, order)
             step_losses.append(value)
             if judging:
                 step_outputs.append(outputs)
@@ -652,6 +656,14 @@ def _to_host(xp: Any, step_losses: list[Any], correct: Any) -> tuple[list[float]
 # gather's cost per step vanishes, few enough to be reused memory (an allocation above
 # glibc's 32 MiB mmap ceiling is fresh pages, and faulting those in cost ~5% of a step).
 GATHER_BYTES = 8 << 20
+
+
+def _steps_per_size(bounds: list[tuple[int, int]], epochs: int) -> dict[int, int]:
+    """How many steps of each batch size ``epochs`` epochs of ``bounds`` take."""
+    counts: dict[int, int] = {}
+    for start, stop in bounds:
+        counts[stop - start] = counts.get(stop - start, 0) + epochs
+    return counts
 
 
 def _runs_of_steps(bounds: list[tuple[int, int]], rows: int) -> dict[int, tuple[int, int]]:

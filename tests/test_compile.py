@@ -186,6 +186,97 @@ def test_the_step_s_host_scalars_are_arguments_not_constants(jax_backend):
     assert len(traces) == 1  # 9 steps of one shape, one trace
 
 
+def record_compiles(monkeypatch):
+    """The XLA options of every compile, and XLA's operation counts read for them."""
+    options, counts = [], []
+    compile_ = compile_module.JaxStep._compile
+    flops = compile_module._flops
+
+    def recording(self, lowered, steps, data):
+        executable = compile_(self, lowered, steps, data)
+        options.append(self.options)
+        return executable
+
+    monkeypatch.setattr(compile_module.JaxStep, "_compile", recording)
+    monkeypatch.setattr(compile_module, "_flops",
+                        lambda lowered: counts.append(flops(lowered)) or counts[-1])
+    return options, counts
+
+
+def expected_quick(backend):
+    """The quick options on a CPU, XLA's defaults elsewhere (they are CPU options)."""
+    platform = compile_module._platform(backend.xp.zeros(1))
+    return compile_module.QUICK_COMPILE if platform == "cpu" else None
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick compile", "full compile"])
+def test_both_compiles_train_as_the_eager_steps(jax_backend, monkeypatch, quick):
+    """XLA's quick options (a short run) and its full optimization (a long one) compile
+    the same step: either run matches the eager one, dropout masks and all."""
+    monkeypatch.setattr(compile_module, "QUICK_WORK", float("inf") if quick else 0.0)
+    options, _ = record_compiles(monkeypatch)
+    compiled = train(True, dropout=0.5)
+    assert options == [expected_quick(jax_backend) if quick else None] * 2  # 32 and 4 rows
+    assert_same_run(train(False, dropout=0.5), compiled)
+
+
+def xor_fit(epochs):
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    y = np.array([[0], [1], [1], [0]], np.float32)
+    nn.seed(0)
+    model = nn.Sequential(nn.Dense(2, 4), nn.Sigmoid(), nn.Dense(4, 1), nn.Sigmoid())
+    return model.fit(X, y, loss=nn.BinaryCrossEntropy(), optimizer=nn.SGD(lr=0.5),
+                     epochs=epochs, batch_size=None, compile=True)
+
+
+def test_the_quick_compile_is_for_runs_with_less_arithmetic_than_quick_work(jax_backend,
+                                                                            monkeypatch):
+    """XLA's count of one XOR step (2-4-1 on four samples: a few hundred operations)
+    times the 50 epochs of the loop, against QUICK_WORK, at the bound exactly."""
+    options, counts = record_compiles(monkeypatch)
+    xor_fit(50)
+    if expected_quick(jax_backend) is None:
+        assert options == [None] and counts == []  # not a CPU: not even counted
+        return
+    assert options == [compile_module.QUICK_COMPILE]
+    (flops,) = counts
+    assert 100 < flops < 5_000  # the loop's body once (4x2 @ 2x4, 4x4 @ 4x1, the grads…)
+    monkeypatch.setattr(compile_module, "QUICK_WORK", flops * 50)  # not below: full
+    xor_fit(50)
+    monkeypatch.setattr(compile_module, "QUICK_WORK", flops * 50 + 1)
+    xor_fit(50)
+    assert options[1:] == [None, compile_module.QUICK_COMPILE]
+
+
+def test_a_long_run_and_a_gpu_get_xla_s_full_optimization(jax_backend, monkeypatch):
+    """A step of 64-256-10 on 128 rows is ~2·10⁷ operations: over a planned 10⁴ steps,
+    far above QUICK_WORK. And the quick options are CPU options: on another platform
+    they are never asked for."""
+    options, counts = record_compiles(monkeypatch)
+    X, y = data(samples=128, features=64, classes=10)
+    xp = jax_backend.xp
+
+    def one_step(steps):
+        nn.seed(0)
+        model = nn.Sequential(nn.Dense(64, 256), nn.ReLU(), nn.Dense(256, 10))
+        loss, optimizer = nn.SoftmaxCrossEntropy(), nn.Adam()
+        model.loss = loss
+        step = compile_module.JaxStep(model, loss, optimizer, model.parameters(),
+                                      penalized=False, steps={128: steps})
+        value, _ = step(xp.asarray(X), xp.asarray(y), 0, 128)
+        return float(value)
+
+    first = one_step(10_000)
+    assert options == [None]
+    if counts:  # a CPU: counted, and found long
+        assert counts[0] * 10_000 > compile_module.QUICK_WORK
+    assert one_step(1) == pytest.approx(first, rel=1e-6)  # one step: quick on a CPU
+    assert options[1] == expected_quick(jax_backend)
+    monkeypatch.setattr(compile_module, "_platform", lambda array: "gpu")
+    one_step(1)
+    assert options[2] is None
+
+
 def test_the_tracer_device_is_given_back(jax_backend):
     import jax
 
