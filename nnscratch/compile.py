@@ -278,7 +278,12 @@ class JaxStep:
             flops = _flops(lowered)
             if flops is not None and flops * steps < QUICK_WORK:
                 self.options = dict(QUICK_COMPILE)
-        return lowered.compile(self.options)
+        if self.options is not None:
+            try:
+                return lowered.compile(self.options)
+            except Exception:  # noqa: BLE001 — an XLA without these options: its defaults
+                self.options = None
+        return lowered.compile()
 
     def _values(self) -> list[Any]:
         """The parameters' values, then the layers' state arrays (the step's inputs)."""

@@ -248,6 +248,17 @@ def test_the_quick_compile_is_for_runs_with_less_arithmetic_than_quick_work(jax_
     assert options[1:] == [None, compile_module.QUICK_COMPILE]
 
 
+def test_an_xla_without_the_quick_options_compiles_with_its_defaults(jax_backend,
+                                                                    monkeypatch):
+    """Older XLAs lack some options ("No such compile option"): the run goes on."""
+    options, _ = record_compiles(monkeypatch)
+    expected = xor_fit(50).history["loss"]
+    monkeypatch.setattr(compile_module, "QUICK_COMPILE", {"xla_cpu_no_such_option": True})
+    history = xor_fit(50)
+    assert options[1] is None
+    np.testing.assert_allclose(history.history["loss"], expected, rtol=1e-5)
+
+
 def test_a_long_run_and_a_gpu_get_xla_s_full_optimization(jax_backend, monkeypatch):
     """A step of 64-256-10 on 128 rows is ~2·10⁷ operations: over a planned 10⁴ steps,
     far above QUICK_WORK. And the quick options are CPU options: on another platform
