@@ -39,6 +39,12 @@ operations, and on a CPU XLA's default compile (~0.16 s) would be most of the ru
 last, shorter batch of an epoch runs once an epoch. A program that runs long (MNIST's
 full batches) gets XLA's full optimization.
 
+``evaluate`` compiles as well (``JaxEvaluation``): a batch's forward pass in inference
+mode, its loss and its count of right predictions as one program per batch shape, kept on
+the model while its layers and loss are unchanged. Eagerly, JAX compiles each operation
+of a first evaluation on its own (~130 compiles, 2.1 s of the MNIST example's first
+validation on a CPU; compiled, 0.45 s).
+
 The parameters and the optimizer's state are *donated*: XLA writes the new values into
 their buffers, as the in-place libraries do. An array of the old values that a user held
 on to is deleted by the step (copy it first: ``xp.asarray(w, copy=True)``).
@@ -386,12 +392,7 @@ class JaxStep:
             return argument
 
         random._traced_draws = draw_argument
-        # The layers create arrays with ``device=x.device``, as the standard asks; a JAX
-        # tracer has no device (array_api_compat.device says None), and inside a trace
-        # None places an array with the computation: for the trace's length, it says so.
-        tracer = self._jax.core.Tracer
-        saved["tracer device"] = tracer.__dict__["device"]
-        tracer.device = property(lambda _: None)
+        saved["tracer device"] = _lend_tracer_device(self._jax)
         return saved
 
     def _leave(self, saved: dict[str, Any]) -> None:
@@ -406,6 +407,119 @@ class JaxStep:
         self.optimizer.state.update(saved["state"])
         for name, value in saved["scalars"].items():
             setattr(self.optimizer, name, value)
+
+
+class JaxEvaluation:
+    """``model.evaluate``'s batches compiled with ``jax.jit``: ``total, correct =
+    evaluation(X, y, start, stop)`` is the loss summed over rows ``start:stop`` (the
+    batch's mean × its rows) and their number of right predictions (None for
+    regression), on the device; the forward pass in inference mode, as eager evaluation
+    runs it. The parameters and the layers' state are arguments, so a model trained since
+    is evaluated with its new weights by the same executable; one compile per batch shape.
+
+    ``evaluation(model, loss)`` keeps one on the model, found again while the model's
+    layers, their parameters and the loss are the same objects, with the same settings
+    (``_settings``)."""
+
+    def __init__(self, model: Any, loss: Any) -> None:
+        import jax
+
+        from .backend import get_backend
+
+        self.backend, self.model, self.loss, self._jax = get_backend(), model, loss, jax
+        self.members = [param for layer in model.layers for param in layer.parameters()]
+        self.layer_state = [(layer, name) for layer in model.layers
+                            for name in getattr(layer, "state_attributes", ())]
+        self.eager = False  # a layer reads the host in its forward pass: eager from now
+        self._jit = jax.jit(self._pure, static_argnums=(4,))
+        self._executables: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, X: Any, y: Any, start: int, stop: int) -> tuple[Any, Any]:
+        size = stop - start
+        if not self.eager:
+            values = [param.value for param in self.members] + [
+                getattr(layer, name) for layer, name in self.layer_state]
+            key = (tuple(X.shape), str(X.dtype), tuple(y.shape), str(y.dtype), size,
+                   tuple((tuple(value.shape), str(value.dtype)) for value in values))
+            executable = self._executables.get(key)
+            if executable is None:
+                try:
+                    executable = self._jit.lower(values, X, y, start, size).compile()
+                except (self._jax.errors.JAXTypeError, _DrawsNeededError) as exc:
+                    warnings.warn("evaluate runs eagerly: a layer or the loss reads array "
+                                  "values on the host, or draws random numbers, in its "
+                                  f"inference pass ({type(exc).__name__})", stacklevel=3)
+                    self.eager = True
+                else:
+                    self._executables[key] = executable
+            if not self.eager:
+                return executable(values, X, y, start)
+        return self.model._evaluation_sums(X[start:stop, ...], y[start:stop, ...],
+                                           self.loss)
+
+    def _pure(self, values: list[Any], X: Any, y: Any, start: Any, size: int) -> Any:
+        """One batch's (total, correct) as a function of the weights and the rows: the
+        values put where the layers look for them, everything put back afterwards."""
+        owners = [*self.model.layers, self.loss]
+        saved = [(owner, _snapshot(owner)) for owner in owners]
+        parameters = [(param._value, param._grad) for param in self.members]
+        for param, value in zip(self.members, values):
+            param._value = value
+        for (layer, name), value in zip(self.layer_state, values[len(self.members):]):
+            setattr(layer, name, value)
+        device = _lend_tracer_device(self._jax)
+        random._traced_draws = _no_draws  # a draw here would be baked in: refused
+        try:
+            lax = self._jax.lax
+            xb, yb = (X, y) if size == X.shape[0] else (
+                lax.dynamic_slice_in_dim(X, start, size), lax.dynamic_slice_in_dim(y, start, size))
+            return self.model._evaluation_sums(xb, yb, self.loss)
+        finally:
+            random._traced_draws = None
+            self._jax.core.Tracer.device = device
+            for owner, attributes in saved:
+                owner.__dict__.clear()
+                owner.__dict__.update(attributes)
+            for param, (value, grad) in zip(self.members, parameters):
+                param._value, param._grad = value, grad
+
+
+def evaluation(model: Any, loss: Any) -> JaxEvaluation:
+    """The model's compiled evaluation for ``loss``: the one it keeps, while the layers,
+    their parameters and the loss are the same objects with the same settings, else a
+    new one."""
+    settings = (tuple(_settings(layer) for layer in model.layers), _settings(loss),
+                tuple(id(param) for layer in model.layers for param in layer.parameters()))
+    kept = model.__dict__.get("_evaluation")
+    if kept is None or kept[0] != settings:
+        kept = model._evaluation = (settings, JaxEvaluation(model, loss))
+    return kept[1]
+
+
+def _settings(owner: Any) -> tuple[Any, ...]:
+    """What a trace of ``owner`` may have baked in: which object it is, its class, and
+    its attributes that are numbers, strings or tuples of them (a rate, a threshold, a
+    kernel size). Arrays are not settings: they are the trace's arguments."""
+    plain = (bool, int, float, str, type(None))
+    return (id(owner), type(owner), tuple(sorted(
+        (name, value) for name, value in vars(owner).items()
+        if isinstance(value, plain) or isinstance(value, tuple)
+        and all(isinstance(item, plain) for item in value))))
+
+
+def _no_draws(draw: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    raise _DrawsNeededError
+
+
+def _lend_tracer_device(jax: Any) -> Any:
+    """Give JAX tracers a ``device`` of None for a trace's length (the layers create
+    arrays with ``device=x.device``, as the standard asks; array_api_compat says None
+    for a tracer, and inside a trace None places an array with the computation). Returns
+    what to put back in ``Tracer.device`` afterwards."""
+    tracer = jax.core.Tracer
+    saved = tracer.__dict__["device"]
+    tracer.device = property(lambda _: None)
+    return saved
 
 
 def _platform(array: Any) -> str:

@@ -74,6 +74,13 @@ class Sequential:
         self.parameters()
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The model's attributes, less the compiled evaluation it may keep (XLA's
+        executables are not pickled; the next evaluation compiles again)."""
+        state = dict(self.__dict__)
+        state.pop("_evaluation", None)
+        return state
+
     def parameters(self) -> Parameters:
         """Every trainable parameter, in layer order (each Dense: weight, then bias).
 
@@ -343,14 +350,14 @@ class Sequential:
                 step_losses, correct = self._train_epoch(
                     X, y, order, bounds, loss, optimizer, parameters, penalized,
                     batch_end_hooks, comm, shares, step, augment)
-                losses, correct = _to_host(backend.xp, step_losses, correct)
+                losses, correct = _to_host(backend, step_losses, correct)
                 if comm.size > 1:
                     losses, correct = distributed.sum_epoch(comm, losses, shares, correct)
                 logs = self._epoch_logs(losses, correct, samples, batch_size, judged, epoch,
                                         optimizer.lr)
                 if validation_data is not None:
                     scores = self.evaluate(*validation_data, loss=loss, _checked=True,
-                                           communicator=comm)
+                                           communicator=comm, compile=compile)
                     logs.update({f"val_{key}": value for key, value in scores.items()})
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
@@ -424,8 +431,8 @@ class Sequential:
                 hook(step, value)
         if not judging:
             return step_losses, None
-        if not eager:
-            return step_losses, xp.sum(xp.stack(step_outputs))
+        if not eager:  # each compiled step's count, added up on the host (_to_host)
+            return step_losses, step_outputs
         outputs = step_outputs[0] if len(step_outputs) == 1 else xp.concat(step_outputs, axis=0)
         predicted = class_predictions(outputs, loss.task, loss.threshold)
         expected = expected_predictions(y, loss.task)
@@ -547,10 +554,15 @@ class Sequential:
         return xp.concat(parts, axis=0)
 
     def evaluate(self, X: Any, y: Any, loss: Loss | None = None, batch_size: int | None = 4096,
-                 _checked: bool = False,
-                 communicator: Communicator | None = None) -> dict[str, float]:
+                 _checked: bool = False, communicator: Communicator | None = None,
+                 compile: bool | str = "auto") -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` on (X, y) (accuracy for classification
         losses). ``loss`` defaults to the one the model was last fitted with.
+
+        ``compile`` as in ``fit``: on jax (``"auto"``) each batch shape's forward pass,
+        loss and count of right predictions run as one compiled program, kept on the
+        model for the next evaluation (``nnscratch.compile.JaxEvaluation``); eagerly, the
+        first evaluation on JAX compiles each operation on its own.
 
         With a ``communicator`` of N ranks, each holding the same (X, y), rank r
         evaluates rows ⌊r·S/N⌋ .. ⌊(r+1)·S/N⌋ − 1 and the sums of losses and correct
@@ -566,15 +578,19 @@ class Sequential:
         samples = X.shape[0]
         batch_size = check_batch_size(batch_size, samples)
         first, last = distributed.shard(0, samples, comm.rank, comm.size)  # this rank's
+        compiled = compile is not False and compiling.wants_compiling(
+            compile, get_backend().name, 1)
+        batch_sums = compiling.evaluation(self, loss) if compiled else None
         total, correct = None, None
         for start in range(first, last, batch_size):
             stop = min(start + batch_size, last)
-            xb, yb = X[start:stop, ...], y[start:stop, ...]
-            outputs = self.forward(xb, training=False)
-            weighted = loss.forward(outputs, yb) * xb.shape[0]
+            if batch_sums is not None:
+                weighted, count = batch_sums(X, y, start, stop)
+            else:
+                weighted, count = self._evaluation_sums(X[start:stop, ...], y[start:stop, ...],
+                                                        loss)
             total = weighted if total is None else total + weighted
-            if loss.task != "regression":
-                count = correct_count(outputs, yb, loss.task, loss.threshold)
+            if count is not None:
                 correct = count if correct is None else correct + count
         total = 0.0 if total is None else float(total)  # None: no rows on this rank
         judging = loss.task != "regression"
@@ -587,6 +603,16 @@ class Sequential:
             width = 1 if loss.task == "multiclass" else self._binary_width()
             scores["accuracy"] = correct / (samples * width)
         return scores
+
+
+    def _evaluation_sums(self, xb: Any, yb: Any, loss: Loss) -> tuple[Any, Any]:
+        """A batch's loss summed over its rows and its number of right predictions (None
+        for regression), arrays on the device; the forward pass in inference mode."""
+        outputs = self.forward(xb, training=False)
+        total = loss.forward(outputs, yb) * xb.shape[0]
+        if loss.task == "regression":
+            return total, None
+        return total, correct_count(outputs, yb, loss.task, loss.threshold)
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu", init: str = "he_normal",
@@ -641,14 +667,18 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _to_host(xp: Any, step_losses: list[Any], correct: Any) -> tuple[list[float],
-                                                                      float | None]:
-    """The steps' losses and the correct count, read from the device (one transfer for
-    the losses)."""
+def _to_host(backend: Any, step_losses: list[Any], correct: Any) -> tuple[list[float],
+                                                                          float | None]:
+    """The steps' losses and the correct count (an array, or a list of the compiled
+    steps' counts, read with the losses), from the device: one transfer for the losses."""
+    if isinstance(correct, list):
+        losses, counts = backend.scalars_to_numpy(step_losses, correct)
+        return losses.tolist(), float(counts.sum())
     if len(step_losses) == 1:  # batch gradient descent: one value, one host read
         losses = [float(step_losses[0])]
     else:
-        losses = to_numpy(xp.stack(step_losses)).tolist()
+        (losses,) = backend.scalars_to_numpy(step_losses)
+        losses = losses.tolist()
     return losses, None if correct is None else float(correct)
 
 

@@ -387,3 +387,125 @@ def test_a_layer_reading_the_host_runs_eagerly_under_auto_and_is_refused_by_true
         eager_losses, eager_sums = fit(False)
     assert len(auto_sums) == len(eager_sums) == 4  # every step ran, none twice
     np.testing.assert_allclose(auto_losses, eager_losses, rtol=1e-6)
+
+
+# -- evaluate, compiled ----------------------------------------------------------------
+
+EVALUATED = {
+    "multiclass": (lambda: nn.Sequential(nn.Dense(6, 16), nn.BatchNorm(16), nn.ReLU(),
+                                         nn.Dropout(0.5), nn.Dense(16, 3)),
+                   nn.SoftmaxCrossEntropy),
+    "binary": (lambda: nn.Sequential(nn.Dense(6, 8), nn.Tanh(), nn.Dense(8, 2), nn.Sigmoid()),
+               nn.BinaryCrossEntropy),
+    "regression": (lambda: nn.Sequential(nn.Dense(6, 8), nn.ReLU(), nn.Dense(8, 1)),
+                   nn.MeanSquaredError),
+}
+
+
+def evaluated_data(task):
+    X, labels = data(samples=100)
+    rng = np.random.default_rng(4)
+    if task == "binary":
+        return X, (rng.random((100, 2)) < 0.5).astype(np.float32)
+    if task == "regression":
+        return X, rng.normal(size=(100, 1)).astype(np.float32)
+    return X, labels
+
+
+@pytest.mark.parametrize("task", sorted(EVALUATED))
+def test_a_compiled_evaluation_scores_as_the_eager_one(jax_backend, task):
+    """Inference mode (dropout off, BatchNorm's running statistics), batches of 32 and the
+    last of 4, the loss weighted by rows: the same scores either way."""
+    build, make_loss = EVALUATED[task]
+    X, y = evaluated_data(task)
+    nn.seed(5)
+    model, loss = build(), make_loss()
+    model.fit(X, y, loss=loss, optimizer=nn.Adam(lr=0.01), epochs=2, batch_size=16, seed=0)
+    eager = model.evaluate(X, y, batch_size=32, compile=False)
+    compiled = model.evaluate(X, y, batch_size=32, compile=True)
+    assert compiled.keys() == eager.keys() == ({"loss"} if task == "regression"
+                                               else {"loss", "accuracy"})
+    for key in eager:
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-5)
+    assert isinstance(model.__dict__.get("_evaluation"), tuple)  # kept for the next one
+
+
+def test_the_kept_evaluation_sees_new_weights_and_is_traced_again_for_new_settings(
+        jax_backend, monkeypatch):
+    traces = []
+    original = compile_module.JaxEvaluation._pure
+    monkeypatch.setattr(compile_module.JaxEvaluation, "_pure",
+                        lambda self, *args: traces.append(args[-1]) or original(self, *args))
+    build, make_loss = EVALUATED["binary"]
+    X, y = evaluated_data("binary")
+    nn.seed(5)
+    model, loss = build(), make_loss()
+    model.fit(X, y, loss=loss, optimizer=nn.Adam(lr=0.01), epochs=1, batch_size=16, seed=0)
+    first = model.evaluate(X, y, batch_size=32)
+    assert sorted(traces) == [4, 32]  # one trace per batch shape
+    model.fit(X, y, loss=loss, optimizer=nn.Adam(lr=0.05), epochs=3, batch_size=16, seed=0)
+    second = model.evaluate(X, y, batch_size=32)
+    assert len(traces) == 2  # the same executables, with the new weights as arguments
+    assert second["loss"] != pytest.approx(first["loss"], rel=1e-3)
+    assert second == pytest.approx(model.evaluate(X, y, batch_size=32, compile=False),
+                                   rel=1e-5)
+    loss.threshold = 0.9  # a setting the trace baked in: traced again
+    third = model.evaluate(X, y, batch_size=32)
+    assert len(traces) == 4
+    assert third == pytest.approx(model.evaluate(X, y, batch_size=32, compile=False),
+                                  rel=1e-5)
+    assert third["accuracy"] != second["accuracy"]
+
+
+def test_a_model_keeping_an_evaluation_pickles_and_copies_without_it(jax_backend):
+    import copy
+    import pickle
+
+    build, make_loss = EVALUATED["multiclass"]
+    X, y = evaluated_data("multiclass")
+    nn.seed(5)
+    model = build()
+    model.fit(X, y, loss=make_loss(), optimizer=nn.Adam(lr=0.01), epochs=1, batch_size=16)
+    scores = model.evaluate(X, y)
+    for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert "_evaluation" not in other.__dict__
+        assert other.evaluate(X, y) == pytest.approx(scores, rel=1e-6)
+
+
+def test_fit_s_validation_is_compiled_with_its_steps_and_scores_as_eagerly(jax_backend,
+                                                                           monkeypatch):
+    X, y = data(samples=100)
+    runs = {}
+    for compile in (False, True):
+        model = network(dropout=0.3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs[compile] = model.fit(
+                X[:80], y[:80], loss=nn.SoftmaxCrossEntropy(), optimizer=nn.Adam(lr=0.01),
+                epochs=3, batch_size=16, seed=1, validation_data=(X[80:], y[80:]),
+                compile=compile).history
+        assert ("_evaluation" in model.__dict__) == compile
+    for key in ("val_loss", "val_accuracy"):
+        np.testing.assert_allclose(runs[True][key], runs[False][key], rtol=2e-5)
+
+
+class HostReading(nn.Layer):
+    """A layer that reads a value back to the host in its forward pass."""
+
+    def forward(self, x, training=False):
+        self.largest = float(nn.get_backend().xp.max(x))
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+def test_an_untraceable_inference_pass_is_evaluated_eagerly_with_a_warning(jax_backend):
+    X, y = data(samples=40)
+    nn.seed(5)
+    model = nn.Sequential(nn.Dense(6, 3), HostReading())
+    model.loss = nn.SoftmaxCrossEntropy()
+    with pytest.warns(UserWarning, match="evaluate runs eagerly: a layer or the loss reads"):
+        scores = model.evaluate(X, y, batch_size=16)
+    assert scores == pytest.approx(model.evaluate(X, y, batch_size=16, compile=False),
+                                   rel=1e-6)

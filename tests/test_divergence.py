@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import nnscratch as nn
-from nnscratch import model as model_module
 from nnscratch import random as nn_random
+from nnscratch.backend import Backend
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
@@ -93,13 +93,13 @@ def test_divergence_check_syncs_once_per_epoch_not_per_step(monkeypatch, loss):
     X = rng.normal(size=(samples, 3))
     y = np.arange(samples) % 2 if loss.task == "multiclass" else X @ np.array([1.0, 2.0, 3.0])
     calls = []
-    original = model_module.to_numpy
+    original = Backend.scalars_to_numpy
 
-    def counting_to_numpy(array: Any) -> np.ndarray:
+    def counting_transfers(self: Backend, *groups: list[Any]) -> list[np.ndarray]:
         calls.append(1)
-        return original(array)
+        return original(self, *groups)
 
-    monkeypatch.setattr(model_module, "to_numpy", counting_to_numpy)
+    monkeypatch.setattr(Backend, "scalars_to_numpy", counting_transfers)
     counts = {}
     for batch_size in (32, 4):  # 2 and 16 steps per epoch
         calls.clear()
@@ -109,6 +109,6 @@ def test_divergence_check_syncs_once_per_epoch_not_per_step(monkeypatch, loss):
         assert len(history.epochs) == epochs
         counts[samples // batch_size] = len(calls)
     assert counts[16] == counts[2], f"host syncs grow with the steps per epoch: {counts}"
-    assert counts[16] >= 1, "fit no longer reads its losses through model.to_numpy: update " \
-        "this test to count whatever transfer replaced it"
+    assert counts[16] >= 1, "fit no longer reads its losses through " \
+        "Backend.scalars_to_numpy: update this test to count whatever transfer replaced it"
     assert counts[16] <= epochs, f"{counts[16]} host syncs for {epochs} epochs"
