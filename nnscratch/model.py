@@ -381,7 +381,7 @@ class Sequential:
                      augment: Callable[[Any], Any] | None = None) -> tuple[list[Any], Any]:
         """One pass over the data: a gradient step per batch, rows ``bounds[step]`` of
         the epoch's order. Returns the steps' losses and the number of correct
-        predictions (None for regression), on the device.
+        predictions (None for regression; compiled, each step's count), on the device.
 
         The epoch's shuffle is applied to a run of steps at once (``GATHER_BYTES`` of X),
         so that every step takes a contiguous slice: one gather per run of steps rather
