@@ -343,15 +343,7 @@ class JaxStep:
         the trace touched is put back afterwards, so that no tracer outlives it."""
         saved = self._enter(values, states, scalars, noise)
         try:
-            lax, xp = self._jax.lax, self.backend.xp
-            if order is not None:  # this batch's rows of the epoch's shuffle
-                rows = lax.dynamic_slice_in_dim(order, start, size)
-                xb, yb = xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
-            elif size == X.shape[0]:
-                xb, yb = X, y
-            else:
-                xb, yb = (lax.dynamic_slice_in_dim(X, start, size),
-                          lax.dynamic_slice_in_dim(y, start, size))
+            xb, yb = _batch_rows(self._jax, X, y, order, start, size)
             value, outputs = self.model._train_step(
                 xb, yb, self.loss, self.optimizer.apply, self.parameters, self.penalized)
             if self.judging:
@@ -367,19 +359,6 @@ class JaxStep:
     def _enter(self, values: list[Any], states: list[dict[str, Any]],
                scalars: dict[str, Any], noise: list[Any] | None) -> dict[str, Any]:
         optimizer = self.optimizer
-        saved = {
-            "objects": [(owner, _snapshot(owner)) for owner in [*self.model.layers, self.loss]],
-            "parameters": [(param._value, param._grad) for param in self.members],
-            "state": {param: optimizer.state[param] for param in self.members},
-            "scalars": {name: getattr(optimizer, name) for name in scalars},
-        }
-        for param, value, state in zip(self.members, values, states):
-            param._value, param._grad = value, None
-            optimizer.state[param] = dict(state)
-        for (layer, name), value in zip(self.layer_state, values[len(self.members):]):
-            setattr(layer, name, value)  # (the layer's attributes are restored on leaving)
-        for name, value in scalars.items():
-            setattr(optimizer, name, value)
         fed = iter(noise or [])
 
         def draw_argument(draw: Any, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -391,19 +370,18 @@ class JaxStep:
                 raise _DrawsNeededError
             return argument
 
-        random._traced_draws = draw_argument
-        saved["tracer device"] = _lend_tracer_device(self._jax)
+        saved = _lend(self._jax, self.model, self.loss, self.members, self.layer_state,
+                      values, draw_argument)
+        saved["state"] = {param: optimizer.state[param] for param in self.members}
+        saved["scalars"] = {name: getattr(optimizer, name) for name in scalars}
+        for param, state in zip(self.members, states):
+            optimizer.state[param] = dict(state)
+        for name, value in scalars.items():
+            setattr(optimizer, name, value)
         return saved
 
     def _leave(self, saved: dict[str, Any]) -> None:
-        random._traced_draws = None
-        if "tracer device" in saved:
-            self._jax.core.Tracer.device = saved["tracer device"]
-        for owner, attributes in saved["objects"]:
-            owner.__dict__.clear()
-            owner.__dict__.update(attributes)
-        for param, (value, grad) in zip(self.members, saved["parameters"]):
-            param._value, param._grad = value, grad
+        _give_back(self._jax, self.members, saved)
         self.optimizer.state.update(saved["state"])
         for name, value in saved["scalars"].items():
             setattr(self.optimizer, name, value)
@@ -460,28 +438,14 @@ class JaxEvaluation:
     def _pure(self, values: list[Any], X: Any, y: Any, start: Any, size: int) -> Any:
         """One batch's (total, correct) as a function of the weights and the rows: the
         values put where the layers look for them, everything put back afterwards."""
-        owners = [*self.model.layers, self.loss]
-        saved = [(owner, _snapshot(owner)) for owner in owners]
-        parameters = [(param._value, param._grad) for param in self.members]
-        for param, value in zip(self.members, values):
-            param._value = value
-        for (layer, name), value in zip(self.layer_state, values[len(self.members):]):
-            setattr(layer, name, value)
-        device = _lend_tracer_device(self._jax)
-        random._traced_draws = _no_draws  # a draw here would be baked in: refused
+        # (a draw here would be baked in: refused, and the batch evaluated eagerly)
+        saved = _lend(self._jax, self.model, self.loss, self.members, self.layer_state,
+                      values, _no_draws)
         try:
-            lax = self._jax.lax
-            xb, yb = (X, y) if size == X.shape[0] else (
-                lax.dynamic_slice_in_dim(X, start, size), lax.dynamic_slice_in_dim(y, start, size))
+            xb, yb = _batch_rows(self._jax, X, y, None, start, size)
             return self.model._evaluation_sums(xb, yb, self.loss)
         finally:
-            random._traced_draws = None
-            self._jax.core.Tracer.device = device
-            for owner, attributes in saved:
-                owner.__dict__.clear()
-                owner.__dict__.update(attributes)
-            for param, (value, grad) in zip(self.members, parameters):
-                param._value, param._grad = value, grad
+            _give_back(self._jax, self.members, saved)
 
 
 def evaluation(model: Any, loss: Any) -> JaxEvaluation:
@@ -505,6 +469,48 @@ def _settings(owner: Any) -> tuple[Any, ...]:
         (name, value) for name, value in vars(owner).items()
         if isinstance(value, plain) or isinstance(value, tuple)
         and all(isinstance(item, plain) for item in value))))
+
+
+def _batch_rows(jax: Any, X: Any, y: Any, order: Any, start: Any,
+                size: int) -> tuple[Any, Any]:
+    """Inside a trace, a batch's ``size`` rows of (X, y) from ``start``: of the epoch's
+    shuffle ``order`` where given (gathered), else in X's order (sliced)."""
+    lax = jax.lax
+    if order is not None:
+        rows = lax.dynamic_slice_in_dim(order, start, size)
+        return jax.numpy.take(X, rows, axis=0), jax.numpy.take(y, rows, axis=0)
+    if size == X.shape[0]:
+        return X, y
+    return lax.dynamic_slice_in_dim(X, start, size), lax.dynamic_slice_in_dim(y, start, size)
+
+
+def _lend(jax: Any, model: Any, loss: Any, members: list[Any],
+          layer_state: list[tuple[Any, str]], values: list[Any],
+          draws: Any) -> dict[str, Any]:
+    """Put a trace's ``values`` where the model looks for them (the parameters' values,
+    then the layers' state arrays), send host draws to ``draws`` and give tracers a
+    device, for the trace's length; returns what ``_give_back`` puts back (the layers'
+    and the loss's attributes as they were, the parameters' values and gradients)."""
+    saved = {"objects": [(owner, _snapshot(owner)) for owner in [*model.layers, loss]],
+             "parameters": [(param._value, param._grad) for param in members]}
+    for param, value in zip(members, values):
+        param._value, param._grad = value, None
+    for (layer, name), value in zip(layer_state, values[len(members):]):
+        setattr(layer, name, value)  # (the layer's attributes are put back afterwards)
+    random._traced_draws = draws
+    saved["tracer device"] = _lend_tracer_device(jax)
+    return saved
+
+
+def _give_back(jax: Any, members: list[Any], saved: dict[str, Any]) -> None:
+    """Undo ``_lend``: no tracer outlives the trace."""
+    random._traced_draws = None
+    jax.core.Tracer.device = saved["tracer device"]
+    for owner, attributes in saved["objects"]:
+        owner.__dict__.clear()
+        owner.__dict__.update(attributes)
+    for param, (value, grad) in zip(members, saved["parameters"]):
+        param._value, param._grad = value, grad
 
 
 def _no_draws(draw: Any, shape: tuple[int, ...], dtype: Any) -> Any:
